@@ -1,0 +1,204 @@
+"""The NumPy reference backend: readable, one timestep at a time, the oracle.
+
+Every other backend is tested against these functions. They follow the CS231n
+``rnn_layers.py`` contract: a forward returns ``(out, cache)``, the matching
+backward takes ``(dout, cache)``. Inputs are assumed valid (``fastrnn.layers``
+checks them at the public boundary); dtypes are preserved, so float32 in gives
+float32 out.
+
+Shapes: N batch, T time, D input, H hidden, V vocabulary, M output.
+"""
+import numpy as np
+
+
+def sigmoid(x):
+    """Logistic function, written via tanh so it never overflows for large |x|."""
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+# --------------------------------------------------------------------- affine
+
+def affine_forward(x, w, b):
+    """x (N, D), w (D, M), b (M,) -> out (N, M)."""
+    out = x @ w + b
+    return out, (x, w)
+
+
+def affine_backward(dout, cache):
+    """dout (N, M) -> dx (N, D), dw (D, M), db (M,)."""
+    x, w = cache
+    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+
+
+# ------------------------------------------------------------------------ RNN
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H)."""
+    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    return next_h, (x, prev_h, Wx, Wh, next_h)
+
+
+def rnn_step_backward(dnext_h, cache):
+    """dnext_h (N, H) -> dx, dprev_h, dWx, dWh, db."""
+    x, prev_h, Wx, Wh, next_h = cache
+    da = dnext_h * (1 - next_h * next_h)  # tanh' = 1 - tanh^2
+    return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """x (N, T, D), h0 (N, H) -> h (N, T, H)."""
+    N, T, _ = x.shape
+    h = np.empty((N, T, h0.shape[1]), dtype=h0.dtype)
+    caches = []
+    prev_h = h0
+    for t in range(T):
+        prev_h, cache = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
+        h[:, t, :] = prev_h
+        caches.append(cache)
+    return h, caches
+
+
+def rnn_backward(dh, cache):
+    """dh (N, T, H) upstream gradient of every hidden state -> dx, dh0, dWx, dWh, db."""
+    x0, h0, Wx, Wh, _ = cache[0]
+    N, T, H = dh.shape
+    dx = np.empty((N, T, x0.shape[1]), dtype=dh.dtype)
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(H, dtype=dh.dtype)
+    dprev_h = np.zeros((N, H), dtype=dh.dtype)
+    for t in reversed(range(T)):
+        dx[:, t, :], dprev_h, dWx_t, dWh_t, db_t = rnn_step_backward(dh[:, t, :] + dprev_h, cache[t])
+        dWx += dWx_t
+        dWh += dWh_t
+        db += db_t
+    return dx, dprev_h, dWx, dWh, db
+
+
+# ------------------------------------------------------------------ embedding
+
+def word_embedding_forward(x, W):
+    """x int (N, T), W (V, D) -> out (N, T, D), the rows of W picked by x."""
+    return W[x], (x, W.shape)
+
+
+def word_embedding_backward(dout, cache):
+    """dout (N, T, D) -> dW (V, D); repeated words accumulate."""
+    x, W_shape = cache
+    dW = np.zeros(W_shape, dtype=dout.dtype)
+    np.add.at(dW, x, dout)
+    return dW
+
+
+# ----------------------------------------------------------------------- LSTM
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """x (N, D), prev_h, prev_c (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,).
+
+    Gates in the order i, f, o, g: i, f, o = sigmoid, g = tanh;
+    next_c = f * prev_c + i * g; next_h = o * tanh(next_c).
+    """
+    H = prev_h.shape[1]
+    a = x @ Wx + prev_h @ Wh + b
+    i = sigmoid(a[:, 0 * H:1 * H])
+    f = sigmoid(a[:, 1 * H:2 * H])
+    o = sigmoid(a[:, 2 * H:3 * H])
+    g = np.tanh(a[:, 3 * H:4 * H])
+    next_c = f * prev_c + i * g
+    tanh_c = np.tanh(next_c)
+    next_h = o * tanh_c
+    return next_h, next_c, (x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c)
+
+
+def lstm_step_backward(dnext_h, dnext_c, cache):
+    """dnext_h, dnext_c (N, H) -> dx, dprev_h, dprev_c, dWx, dWh, db."""
+    x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c = cache
+    dc = dnext_c + dnext_h * o * (1 - tanh_c * tanh_c)
+    di = dc * g
+    df = dc * prev_c
+    do = dnext_h * tanh_c
+    dg = dc * i
+    da = np.concatenate([
+        di * i * (1 - i),
+        df * f * (1 - f),
+        do * o * (1 - o),
+        dg * (1 - g * g),
+    ], axis=1)
+    dx = da @ Wx.T
+    dprev_h = da @ Wh.T
+    dprev_c = dc * f
+    return dx, dprev_h, dprev_c, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """x (N, T, D), h0 (N, H); the initial cell state is zero -> h (N, T, H)."""
+    N, T, _ = x.shape
+    H = h0.shape[1]
+    h = np.empty((N, T, H), dtype=h0.dtype)
+    caches = []
+    prev_h, prev_c = h0, np.zeros_like(h0)
+    for t in range(T):
+        prev_h, prev_c, cache = lstm_step_forward(x[:, t, :], prev_h, prev_c, Wx, Wh, b)
+        h[:, t, :] = prev_h
+        caches.append(cache)
+    return h, caches
+
+
+def lstm_backward(dh, cache):
+    """dh (N, T, H) upstream gradient of every hidden state -> dx, dh0, dWx, dWh, db."""
+    x0, _, _, Wx, Wh = cache[0][:5]
+    N, T, H = dh.shape
+    dx = np.empty((N, T, x0.shape[1]), dtype=dh.dtype)
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(4 * H, dtype=dh.dtype)
+    dprev_h = np.zeros((N, H), dtype=dh.dtype)
+    dprev_c = np.zeros((N, H), dtype=dh.dtype)
+    for t in reversed(range(T)):
+        dx[:, t, :], dprev_h, dprev_c, dWx_t, dWh_t, db_t = lstm_step_backward(
+            dh[:, t, :] + dprev_h, dprev_c, cache[t])
+        dWx += dWx_t
+        dWh += dWh_t
+        db += db_t
+    return dx, dprev_h, dWx, dWh, db
+
+
+# ------------------------------------------------------------ temporal layers
+
+def temporal_affine_forward(x, w, b):
+    """x (N, T, D), w (D, M), b (M,) -> out (N, T, M), the same affine map at every step."""
+    N, T, D = x.shape
+    out = (x.reshape(N * T, D) @ w + b).reshape(N, T, w.shape[1])
+    return out, (x, w)
+
+
+def temporal_affine_backward(dout, cache):
+    """dout (N, T, M) -> dx (N, T, D), dw (D, M), db (M,)."""
+    x, w = cache
+    N, T, D = x.shape
+    M = w.shape[1]
+    dout2 = dout.reshape(N * T, M)
+    dx = (dout2 @ w.T).reshape(N, T, D)
+    dw = x.reshape(N * T, D).T @ dout2
+    return dx, dw, dout2.sum(axis=0)
+
+
+def temporal_softmax_loss(x, y, mask, verbose=False):
+    """Masked softmax cross-entropy over every (n, t), summed and divided by N.
+
+    x (N, T, V) scores, y int (N, T) targets in [0, V), mask (N, T) true where the
+    target counts -> loss (scalar), dx (N, T, V).
+    """
+    N, T, V = x.shape
+    x_flat = x.reshape(N * T, V)
+    y_flat = y.reshape(N * T)
+    mask_flat = mask.reshape(N * T).astype(x.dtype)
+
+    shifted = x_flat - x_flat.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(N * T)
+    loss = -(mask_flat * log_probs[rows, y_flat]).sum() / N
+
+    dx_flat = np.exp(log_probs)
+    dx_flat[rows, y_flat] -= 1
+    dx_flat /= N
+    dx_flat *= mask_flat[:, None]
+    if verbose:
+        print("dx_flat: ", dx_flat.shape)
+    return loss, dx_flat.reshape(N, T, V)

@@ -1,0 +1,45 @@
+"""Numeric gradient checks (centred differences), as in CS231n."""
+import numpy as np
+
+
+def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
+    """Gradient of the scalar function ``f`` at ``x`` (modified in place, then restored)."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        old = x[ix]
+        x[ix] = old + h
+        fxph = f(x)
+        x[ix] = old - h
+        fxmh = f(x)
+        x[ix] = old
+        grad[ix] = (fxph - fxmh) / (2 * h)
+        if verbose:
+            print(ix, grad[ix])
+        it.iternext()
+    return grad
+
+
+def eval_numerical_gradient_array(f, x, df, h=1e-5):
+    """Gradient of ``sum(f(x) * df)`` at ``x``: the vector-Jacobian product of an
+    array-valued ``f`` with the upstream gradient ``df``."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        old = x[ix]
+        x[ix] = old + h
+        pos = f(x).copy()
+        x[ix] = old - h
+        neg = f(x).copy()
+        x[ix] = old
+        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
+        it.iternext()
+    return grad
+
+
+def rel_error(x, y):
+    """Largest relative error, max |x - y| / max(1e-8, |x| + |y|)."""
+    x, y = np.asarray(x), np.asarray(y)
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
