@@ -200,3 +200,44 @@ def test_extreme_preactivations_do_not_overflow(backend):
                                                                                   np.float32),
                                            np.zeros((1, 4), np.float32), np.zeros(4, np.float32))
     assert np.all(np.isfinite(h)) and np.all(np.isfinite(c))
+
+
+# ----------------------------------------------------- in-place engine kernels
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_lstm_gate_kernels_match_the_step_functions(backend, rng, dtype, tol):
+    from fastrnn.backends import active
+    be = active()
+    N, D, H = 5, 3, 7
+    x, prev_h, prev_c = (rng.standard_normal((N, D)).astype(dtype),
+                         rng.standard_normal((N, H)).astype(dtype),
+                         rng.standard_normal((N, H)).astype(dtype))
+    Wx, Wh, b = (rng.standard_normal((D, 4 * H)).astype(dtype),
+                 rng.standard_normal((H, 4 * H)).astype(dtype),
+                 rng.standard_normal(4 * H).astype(dtype))
+    next_h, next_c, cache = layers.lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b)
+    a = x @ Wx + prev_h @ Wh + b
+    kc, kh = np.empty_like(prev_c), np.empty_like(prev_h)
+    be.lstm_gates_forward(a, prev_c, kc, kh)
+    assert rel_error(next_h, kh) < tol and rel_error(next_c, kc) < tol
+
+    dnext_h, dnext_c = rng.standard_normal((N, H)).astype(dtype), rng.standard_normal((N, H)).astype(dtype)
+    dx, dprev_h, dprev_c, dWx, dWh, db = layers.lstm_step_backward(dnext_h, dnext_c, cache)
+    da, kdprev_c = np.empty_like(a), np.empty_like(prev_c)
+    be.lstm_gates_backward(a, prev_c, kc, dnext_h, dnext_c, da, kdprev_c)
+    assert rel_error(da.sum(axis=0), db) < tol * 10
+    assert rel_error(da @ Wh.T, dprev_h) < tol * 10
+    assert rel_error(kdprev_c, dprev_c) < tol
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_softmax_rows_kernel_matches_temporal_softmax_loss(backend, rng, dtype, tol):
+    from fastrnn.backends import active
+    N, T, V = 4, 3, 11
+    x = (3 * rng.standard_normal((N, T, V))).astype(dtype)
+    y = rng.integers(V, size=(N, T))
+    loss, dx = layers.temporal_softmax_loss(x, y, np.ones((N, T), bool))
+    scores = x.reshape(N * T, V).copy()
+    kloss = active().softmax_cross_entropy_rows(scores, y.reshape(-1), 1.0 / N)
+    assert abs(kloss / N - loss) < tol * abs(loss)
+    assert rel_error(scores.reshape(N, T, V), dx) < tol

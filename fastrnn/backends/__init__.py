@@ -1,6 +1,7 @@
 """Backend registry: which implementation of the layer functions is active.
 
-A backend is a module that defines some or all of the functions in ``API``;
+A backend is a module that defines some or all of the functions in ``API`` and
+``KERNELS``;
 whatever it leaves out falls back to the NumPy reference (``numpy_backend``),
 so a compiled backend overrides exactly the kernels it accelerates.
 
@@ -23,6 +24,10 @@ API = (
     "temporal_affine_forward", "temporal_affine_backward",
     "temporal_softmax_loss",
 )
+
+# In-place kernels used by the fused training path (fastrnn.engine); their
+# contract is documented on the reference versions in numpy_backend.
+KERNELS = ("lstm_gates_forward", "lstm_gates_backward", "softmax_cross_entropy_rows")
 
 # name -> (module implementing it, modules that must be importable for it).
 # Listed fastest first: the default backend is the first available one.
@@ -47,7 +52,7 @@ class Backend:
     def __init__(self, name, module, reference=None):
         self.name = name
         self.module = module
-        for fn in API:
+        for fn in API + KERNELS:
             impl = getattr(module, fn, None)
             if impl is None:
                 impl = getattr(reference, fn)

@@ -202,3 +202,56 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     if verbose:
         print("dx_flat: ", dx_flat.shape)
     return loss, dx_flat.reshape(N, T, V)
+
+
+# ------------------------------------------------------- engine kernels (KERNELS)
+# In-place building blocks for fastrnn's fused training path. Compiled backends
+# override them with one fused pass; these are their readable definitions.
+
+def lstm_gates_forward(a, prev_c, next_c, next_h):
+    """Finish one LSTM step in place.
+
+    a (n, 4H): on entry the pre-activations x@Wx + prev_h@Wh + b; on exit the
+    gate activations [sigmoid(i), sigmoid(f), sigmoid(o), tanh(g)].
+    prev_c (n, H) in; next_c, next_h (n, H) written.
+    """
+    H = prev_c.shape[1]
+    a[:, :3 * H] = sigmoid(a[:, :3 * H])
+    a[:, 3 * H:] = np.tanh(a[:, 3 * H:])
+    i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+    next_c[...] = f * prev_c + i * g
+    next_h[...] = o * np.tanh(next_c)
+
+
+def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
+    """Gradient of one LSTM step's elementwise part.
+
+    gates (n, 4H) activations from lstm_gates_forward; prev_c, next_c (n, H);
+    dnext_h, dnext_c (n, H) upstream -> da (n, 4H) gradient of the
+    pre-activations and dprev_c (n, H), both written in place.
+    """
+    H = prev_c.shape[1]
+    i, f, o, g = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
+    tanh_c = np.tanh(next_c)
+    dc = dnext_c + dnext_h * o * (1 - tanh_c * tanh_c)
+    da[:, :H] = dc * g * i * (1 - i)
+    da[:, H:2 * H] = dc * prev_c * f * (1 - f)
+    da[:, 2 * H:3 * H] = dnext_h * tanh_c * o * (1 - o)
+    da[:, 3 * H:] = dc * i * (1 - g * g)
+    dprev_c[...] = dc * f
+
+
+def softmax_cross_entropy_rows(scores, y, scale):
+    """Row-wise softmax cross-entropy, in place.
+
+    scores (R, V) in, overwritten with scale * (softmax(scores) - onehot(y));
+    y int (R,) targets. Returns the loss summed over rows (unscaled), as a float.
+    """
+    rows = np.arange(scores.shape[0])
+    scores -= scores.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(scores).sum(axis=1))
+    loss = float((log_z - scores[rows, y]).sum())
+    np.exp(scores - log_z[:, None], out=scores)
+    scores[rows, y] -= 1
+    scores *= scale
+    return loss
