@@ -1,0 +1,203 @@
+"""CoLA (Corpus of Linguistic Acceptability) in the GLUE layout, ready for the Transformer.
+
+A CoLA folder holds ``train.tsv`` and ``dev.tsv``: UTF-8, no header, four
+tab-separated columns per line -- source, label (0/1), original mark, sentence.
+Quotes are literal text (no CSV quoting).
+
+``load_cola(data_dir)`` returns three splits as NumPy arrays:
+
+* ``train``: 7,000 sentences of ``train.tsv`` (a seeded shuffle), to fit on;
+* ``val``: the other 1,551, for model selection (early stopping, threshold);
+* ``test``: all of ``dev.tsv``, held out -- the labelled CoLA test set is not public.
+
+The vocabulary comes from the ``train`` split only, so ``val`` meets unseen
+words as often as ``test`` does. Each sentence becomes ``[CLS]`` followed by its
+tokens, truncated or padded with ``<pad>`` to ``max_length`` (43); words not in
+the vocabulary become ``<unk>``.
+
+Tokenisation (``tokenize``): lower-case, then split into runs of letters/digits
+and single punctuation characters, so "Won't they?" -> ["won", "'", "t",
+"they", "?"]. Simple and reversible enough for a from-scratch model.
+
+This module needs only NumPy; the arrays go to torch in ``fastrnn.cli.cola``.
+"""
+import csv
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "PAD", "UNK", "CLS", "MAX_LENGTH", "ColaExample", "ColaSplit", "ColaData",
+    "tokenize", "read_cola_tsv", "build_vocab", "encode", "find_cola_dir", "load_cola",
+]
+
+PAD, UNK, CLS = "<pad>", "<unk>", "[CLS]"
+MAX_LENGTH = 43
+N_TRAIN = 7000
+_TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
+_COLUMNS = ("source", "label", "original mark", "sentence")
+
+
+@dataclass(frozen=True)
+class ColaExample:
+    source: str
+    label: int
+    mark: str
+    sentence: str
+
+
+@dataclass
+class ColaSplit:
+    """Encoded sentences: ids int64 (N, T), pad_mask bool (N, T), labels int64 (N,)."""
+    ids: np.ndarray
+    pad_mask: np.ndarray
+    labels: np.ndarray
+    sentences: list
+
+    def __len__(self):
+        return len(self.labels)
+
+
+@dataclass
+class ColaData:
+    word_to_ix: dict
+    train: ColaSplit
+    val: ColaSplit
+    test: ColaSplit
+    data_dir: Path
+
+
+def tokenize(sentence):
+    """Lower-cased word and punctuation tokens of one sentence."""
+    return _TOKEN.findall(sentence.lower())
+
+
+def read_cola_tsv(path):
+    """Parse one GLUE-layout CoLA file into a list of ``ColaExample``.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file,
+    line and column of the first malformed record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CoLA file not found: {path} (a CoLA folder holds train.tsv "
+                                f"and dev.tsv in the GLUE layout)")
+    examples = []
+    with open(path, encoding="utf-8", newline="") as f:
+        try:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    for line_no, row in enumerate(rows, start=1):
+        where = f"{path}, line {line_no}"
+        if not row:
+            raise ValueError(f"{where}: empty line; expected 4 tab-separated columns "
+                             f"({', '.join(_COLUMNS)})")
+        if len(row) != 4:
+            raise ValueError(f"{where}: expected 4 tab-separated columns ({', '.join(_COLUMNS)}), "
+                             f"got {len(row)}")
+        source, label, mark, sentence = row
+        if label not in ("0", "1"):
+            raise ValueError(f"{where}, column 2 (label): expected 0 or 1, got {label!r}")
+        if not sentence.strip():
+            raise ValueError(f"{where}, column 4 (sentence): the sentence is empty")
+        examples.append(ColaExample(source, int(label), mark, sentence))
+    if not examples:
+        raise ValueError(f"{path}: the file holds no records")
+    return examples
+
+
+def build_vocab(sentences, min_count=1):
+    """Word -> id: ``<pad>``=0, ``<unk>``=1, ``[CLS]``=2, then words seen at least
+    ``min_count`` times, most frequent first (ties alphabetical, so it is deterministic)."""
+    if min_count < 1:
+        raise ValueError(f"build_vocab: min_count must be >= 1, got {min_count}")
+    counts = Counter(token for s in sentences for token in tokenize(s))
+    words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    vocab = {PAD: 0, UNK: 1, CLS: 2}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    return vocab
+
+
+def encode(sentences, word_to_ix, max_length=MAX_LENGTH):
+    """``[CLS]`` + tokens, truncated/padded to max_length.
+
+    Returns ids int64 (N, max_length) and pad_mask bool (N, max_length), true at pads.
+    """
+    for token in (PAD, UNK, CLS):
+        if token not in word_to_ix:
+            raise ValueError(f"encode: word_to_ix must contain {token!r}")
+    if max_length < 2:
+        raise ValueError(f"encode: max_length must be >= 2 ([CLS] and one word), got {max_length}")
+    unk = word_to_ix[UNK]
+    ids = np.full((len(sentences), max_length), word_to_ix[PAD], dtype=np.int64)
+    pad_mask = np.ones((len(sentences), max_length), dtype=bool)
+    for i, sentence in enumerate(sentences):
+        row = [word_to_ix[CLS]] + [word_to_ix.get(t, unk) for t in tokenize(sentence)]
+        row = row[:max_length]
+        ids[i, :len(row)] = row
+        pad_mask[i, :len(row)] = False
+    return ids, pad_mask
+
+
+def find_cola_dir(data_dir=None):
+    """The CoLA folder to use: ``data_dir`` if given, else ``$FASTRNN_COLA``, else the
+    shared data folder (``../shared/data/cola`` next to the working directory or next
+    to this source checkout, or ``/work/shared/data/cola``) if one exists."""
+    if data_dir is not None:
+        return Path(data_dir)
+    if os.environ.get("FASTRNN_COLA"):
+        return Path(os.environ["FASTRNN_COLA"])
+    for candidate in default_cola_dirs():
+        if (candidate / "train.tsv").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "no CoLA folder found: pass --data DIR (or data_dir=...) or set FASTRNN_COLA to a folder "
+        "holding train.tsv and dev.tsv (GLUE layout); looked in "
+        + ", ".join(str(p) for p in default_cola_dirs()))
+
+
+def default_cola_dirs():
+    """Where the shared CoLA copy lives on the project's machines, in search order."""
+    checkout = Path(__file__).resolve().parents[2]  # .../<repo>/fastrnn/data/cola.py -> <repo>
+    return [Path.cwd().parent / "shared" / "data" / "cola",
+            checkout.parent / "shared" / "data" / "cola",
+            Path("/work/shared/data/cola")]
+
+
+def load_cola(data_dir=None, max_length=MAX_LENGTH, n_train=N_TRAIN, split_seed=0,
+              min_count=1, max_train=None):
+    """Read, split and encode CoLA; see the module docstring.
+
+    n_train: sentences of train.tsv to fit on (the rest is ``val``); split_seed
+    seeds the shuffle that chooses them. max_train (optional) then keeps only the
+    first max_train of those, for quick runs.
+    """
+    data_dir = find_cola_dir(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"CoLA folder not found: {data_dir}")
+    train_all = read_cola_tsv(data_dir / "train.tsv")
+    test = read_cola_tsv(data_dir / "dev.tsv")
+    if not 1 <= n_train < len(train_all):
+        raise ValueError(f"load_cola: n_train must be between 1 and {len(train_all) - 1} "
+                         f"({data_dir / 'train.tsv'} holds {len(train_all)} sentences), "
+                         f"got {n_train}")
+    order = np.random.default_rng(split_seed).permutation(len(train_all))
+    train = [train_all[i] for i in order[:n_train]]
+    val = [train_all[i] for i in order[n_train:]]
+    if max_train is not None:
+        train = train[:max_train]
+    word_to_ix = build_vocab([e.sentence for e in train], min_count=min_count)
+
+    def split(examples):
+        sentences = [e.sentence for e in examples]
+        ids, pad_mask = encode(sentences, word_to_ix, max_length)
+        labels = np.array([e.label for e in examples], dtype=np.int64)
+        return ColaSplit(ids, pad_mask, labels, sentences)
+
+    return ColaData(word_to_ix, split(train), split(val), split(test), data_dir)

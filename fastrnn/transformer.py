@@ -1,0 +1,272 @@
+"""A one-block Transformer sentence classifier (PyTorch), SPEC §5.
+
+``ClassificationTransformer`` reads a ``[CLS]``-first sequence of token ids
+(N, T), T <= max_length, and returns the probability that each sentence is
+acceptable, shape (N, 1):
+
+    embed               token + learned position embeddings       (N,T) -> (N,T,H)
+    multi_head_attention LayerNorm(x + W_o concat_h softmax(Q_h K_h^T / sqrt(dk)) V_h)
+    feedforward_layer   LayerNorm(x + W2 relu(W1 x))
+    final_layer         pool -> linear -> sigmoid                 (N,T,H) -> (N,1)
+
+The heads are computed together: Q, K and V of all heads come from one linear
+map each and are reshaped to (N, heads, T, d), so there is no Python loop over
+heads. An optional boolean ``pad_mask`` (N, T), true at pad positions, removes
+pad keys from every softmax and zeroes the pad rows before pooling, so the
+output does not depend on what the pad positions hold.
+
+The constructor defaults are the SPEC's (no dropout, flatten pooling). The
+options after them (dropout, pooling, seed) exist for training on CoLA; see
+``fastrnn.cli.cola`` for the recipe that uses them.
+"""
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["ClassificationTransformer", "POOLINGS", "matthews_corrcoef"]
+
+POOLINGS = ("flatten", "cls", "mean")
+
+
+class ClassificationTransformer(nn.Module):
+    """Binary sentence classifier: one attention block, one feed-forward block.
+
+    word_to_ix: dict word -> id; ids must be 0..V-1 (V = len(word_to_ix)).
+    hidden_dim H, num_heads h, dim_q/dim_k/dim_v: per-head query/key/value sizes
+    (dim_q must equal dim_k: queries and keys meet in a dot product).
+    max_length: longest sequence accepted, and the flatten width T*H.
+    dropout: on attention weights, on each block's output before its residual
+    sum and on the pooled features; embed_dropout: on the summed embeddings.
+    pooling: 'flatten' (SPEC: (N, max_length*H) -> linear), 'cls' (row 0) or
+    'mean' (mean over non-pad rows).
+    seed: if given, the initial weights are drawn from a generator seeded with
+    it (the global torch RNG is left untouched), so equal seeds give equal models.
+    """
+
+    def __init__(self, word_to_ix, hidden_dim=128, num_heads=2, dim_feedforward=2048,
+                 dim_k=96, dim_v=96, dim_q=96, max_length=43, *,
+                 dropout=0.0, embed_dropout=0.0, pooling="flatten", seed=None):
+        super().__init__()
+        _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim_v,
+                      dim_q, max_length, dropout, embed_dropout, pooling)
+        self.word_to_ix = dict(word_to_ix)
+        self.vocab_size = len(word_to_ix)
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.dim_feedforward = dim_feedforward
+        self.dim_k, self.dim_v, self.dim_q = dim_k, dim_v, dim_q
+        self.max_length = max_length
+        self.pooling = pooling
+        H = hidden_dim
+
+        self.token_embedding = nn.Embedding(self.vocab_size, H)
+        self.position_embedding = nn.Embedding(max_length, H)
+        self.embed_dropout = nn.Dropout(embed_dropout)
+
+        # All heads side by side: output features [i*d, (i+1)*d) belong to head i.
+        self.W_q = nn.Linear(H, num_heads * dim_q)
+        self.W_k = nn.Linear(H, num_heads * dim_k)
+        self.W_v = nn.Linear(H, num_heads * dim_v)
+        self.attention_projection = nn.Linear(num_heads * dim_v, H)
+        self.attention_dropout = nn.Dropout(dropout)
+        self.norm_attention = nn.LayerNorm(H)
+
+        self.feedforward_in = nn.Linear(H, dim_feedforward)
+        self.feedforward_out = nn.Linear(dim_feedforward, H)
+        self.norm_feedforward = nn.LayerNorm(H)
+
+        self.block_dropout = nn.Dropout(dropout)
+        pooled_dim = max_length * H if pooling == "flatten" else H
+        self.classifier = nn.Linear(pooled_dim, 1)
+        self.classifier_dropout = nn.Dropout(dropout)
+
+        if seed is not None:
+            self._init_parameters(torch.Generator().manual_seed(int(seed)))
+
+    def config(self):
+        """Constructor arguments (except word_to_ix) that rebuild this model."""
+        return dict(hidden_dim=self.hidden_dim, num_heads=self.num_heads,
+                    dim_feedforward=self.dim_feedforward, dim_k=self.dim_k, dim_v=self.dim_v,
+                    dim_q=self.dim_q, max_length=self.max_length, pooling=self.pooling,
+                    dropout=self.attention_dropout.p, embed_dropout=self.embed_dropout.p)
+
+    # ------------------------------------------------------------------ stages
+
+    def embed(self, inputs):
+        """Token plus position embeddings. inputs int (N, T) -> (N, T, H)."""
+        inputs = self._check_inputs("embed", inputs)
+        positions = torch.arange(inputs.shape[1], device=inputs.device)
+        x = self.token_embedding(inputs) + self.position_embedding(positions)  # (N,T,H)
+        return self.embed_dropout(x)
+
+    def multi_head_attention(self, x, pad_mask=None):
+        """LayerNorm(x + attention(x)). x (N, T, H), pad_mask bool (N, T) -> (N, T, H)."""
+        self._check_hidden("multi_head_attention", x)
+        pad_mask = self._check_pad_mask("multi_head_attention", pad_mask, x.shape[:2])
+        N, T, _ = x.shape
+        h = self.num_heads
+        q = self.W_q(x).view(N, T, h, self.dim_q).transpose(1, 2)   # (N,h,T,dq)
+        k = self.W_k(x).view(N, T, h, self.dim_k).transpose(1, 2)   # (N,h,T,dk)
+        v = self.W_v(x).view(N, T, h, self.dim_v).transpose(1, 2)   # (N,h,T,dv)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.dim_k)    # (N,h,T,T)
+        if pad_mask is not None:
+            # -inf on pad keys: they get weight exactly 0 after the softmax.
+            scores = scores.masked_fill(pad_mask[:, None, None, :], float("-inf"))
+        weights = self.attention_dropout(torch.softmax(scores, dim=-1))
+        heads = (weights @ v).transpose(1, 2).reshape(N, T, h * self.dim_v)
+        attended = self.attention_projection(heads)                 # (N,T,H)
+        return self.norm_attention(x + self.block_dropout(attended))
+
+    def feedforward_layer(self, x):
+        """LayerNorm(x + W2 relu(W1 x)). x (N, T, H) -> (N, T, H)."""
+        self._check_hidden("feedforward_layer", x)
+        hidden = self.feedforward_out(F.relu(self.feedforward_in(x)))
+        return self.norm_feedforward(x + self.block_dropout(hidden))
+
+    def final_layer(self, x, pad_mask=None):
+        """Pool, linear, sigmoid. x (N, T, H) -> probabilities (N, 1)."""
+        return torch.sigmoid(self.final_logits(x, pad_mask))
+
+    def final_logits(self, x, pad_mask=None):
+        """``final_layer`` before the sigmoid (what a logit loss wants)."""
+        self._check_hidden("final_layer", x)
+        pad_mask = self._check_pad_mask("final_layer", pad_mask, x.shape[:2])
+        if pad_mask is not None:
+            x = x.masked_fill(pad_mask[..., None], 0.0)
+        return self.classifier(self.classifier_dropout(self._pool(x, pad_mask)))
+
+    def forward(self, inputs, pad_mask=None):
+        """inputs int (N, T), pad_mask bool (N, T) or None -> probabilities (N, 1)."""
+        return torch.sigmoid(self.logits(inputs, pad_mask))
+
+    def logits(self, inputs, pad_mask=None):
+        """``forward`` before the sigmoid; train on this with a logit loss."""
+        x = self.embed(inputs)
+        pad_mask = self._check_pad_mask("forward", pad_mask, x.shape[:2])
+        x = self.multi_head_attention(x, pad_mask)
+        x = self.feedforward_layer(x)
+        return self.final_logits(x, pad_mask)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _pool(self, x, pad_mask):
+        """(N, T, H) with pad rows already zeroed -> (N, P)."""
+        N, T, H = x.shape
+        if self.pooling == "cls":
+            return x[:, 0]
+        if self.pooling == "mean":
+            if pad_mask is None:
+                return x.mean(dim=1)
+            counts = (~pad_mask).sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+            return x.sum(dim=1) / counts
+        if T < self.max_length:
+            # A shorter sequence reads as one whose remaining rows are zero,
+            # which is what masked padding to max_length gives.
+            x = F.pad(x, (0, 0, 0, self.max_length - T))
+        return x.reshape(N, self.max_length * H)
+
+    def _init_parameters(self, generator):
+        """PyTorch's default initialisation, drawn from ``generator``."""
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Embedding):
+                    module.weight.normal_(0.0, 1.0, generator=generator)
+                elif isinstance(module, nn.Linear):
+                    bound = 1.0 / math.sqrt(module.in_features)
+                    module.weight.uniform_(-bound, bound, generator=generator)
+                    module.bias.uniform_(-bound, bound, generator=generator)
+                elif isinstance(module, nn.LayerNorm):
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
+
+    def _check_inputs(self, fn, inputs):
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(inputs)
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"{fn}: inputs must be an integer torch.Tensor of token ids (N, T), "
+                            f"got {type(inputs).__name__}")
+        if inputs.dtype.is_floating_point or inputs.dtype.is_complex or inputs.dtype == torch.bool:
+            raise TypeError(f"{fn}: inputs must hold integer token ids, got dtype {inputs.dtype}")
+        if inputs.ndim != 2:
+            raise ValueError(f"{fn}: inputs must be 2-D (N, T), got shape {tuple(inputs.shape)}")
+        T = inputs.shape[1]
+        if not 1 <= T <= self.max_length:
+            raise ValueError(f"{fn}: inputs has length T={T}; it must be between 1 and "
+                             f"max_length={self.max_length}")
+        if inputs.numel():
+            lo, hi = int(inputs.min()), int(inputs.max())
+            if lo < 0 or hi >= self.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"{fn}: inputs holds token id {bad}, outside the vocabulary "
+                                 f"range [0, {self.vocab_size})")
+        return inputs.long()
+
+    def _check_hidden(self, fn, x):
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"{fn}: x must be a floating-point torch.Tensor (N, T, H), got {got}")
+        if x.ndim != 3 or x.shape[2] != self.hidden_dim:
+            raise ValueError(f"{fn}: x must have shape (N, T, H={self.hidden_dim}), "
+                             f"got {tuple(x.shape)}")
+        if x.shape[1] > self.max_length:
+            raise ValueError(f"{fn}: x has length T={x.shape[1]} > max_length={self.max_length}")
+
+    @staticmethod
+    def _check_pad_mask(fn, pad_mask, shape):
+        if pad_mask is None:
+            return None
+        if isinstance(pad_mask, np.ndarray):
+            pad_mask = torch.from_numpy(pad_mask)
+        if not isinstance(pad_mask, torch.Tensor) or pad_mask.dtype != torch.bool:
+            got = pad_mask.dtype if isinstance(pad_mask, torch.Tensor) else type(pad_mask).__name__
+            raise TypeError(f"{fn}: pad_mask must be a boolean torch.Tensor (N, T), true at "
+                            f"pad positions, got {got}")
+        if tuple(pad_mask.shape) != tuple(shape):
+            raise ValueError(f"{fn}: pad_mask must have shape (N, T) = {tuple(shape)}, "
+                             f"got {tuple(pad_mask.shape)}")
+        if pad_mask.numel() and bool(pad_mask.all(dim=1).any()):
+            row = int(pad_mask.all(dim=1).nonzero()[0])
+            raise ValueError(f"{fn}: pad_mask marks every position of sequence {row} as "
+                             f"padding; each sequence needs at least one real token")
+        return pad_mask
+
+
+def _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim_v, dim_q,
+                  max_length, dropout, embed_dropout, pooling):
+    fn = "ClassificationTransformer"
+    if not isinstance(word_to_ix, dict) or not word_to_ix:
+        raise TypeError(f"{fn}: word_to_ix must be a non-empty dict word -> id")
+    ids = sorted(word_to_ix.values())
+    if ids != list(range(len(ids))):
+        raise ValueError(f"{fn}: word_to_ix ids must be exactly 0..{len(ids) - 1}")
+    sizes = dict(hidden_dim=hidden_dim, num_heads=num_heads, dim_feedforward=dim_feedforward,
+                 dim_k=dim_k, dim_v=dim_v, dim_q=dim_q, max_length=max_length)
+    for name, value in sizes.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{fn}: {name} must be a positive integer, got {value!r}")
+    if dim_q != dim_k:
+        raise ValueError(f"{fn}: dim_q ({dim_q}) must equal dim_k ({dim_k}); "
+                         f"queries and keys meet in a dot product")
+    for name, p in (("dropout", dropout), ("embed_dropout", embed_dropout)):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{fn}: {name} must be in [0, 1), got {p!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"{fn}: pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def matthews_corrcoef(y_true, y_pred):
+    """Matthews correlation of two binary label vectors; 0 when a margin is constant."""
+    y_true = np.asarray(y_true).astype(bool).ravel()
+    y_pred = np.asarray(y_pred).astype(bool).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"matthews_corrcoef: y_true and y_pred must have the same length, "
+                         f"got {y_true.size} and {y_pred.size}")
+    tp = float(np.sum(y_true & y_pred))
+    tn = float(np.sum(~y_true & ~y_pred))
+    fp = float(np.sum(~y_true & y_pred))
+    fn = float(np.sum(y_true & ~y_pred))
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return 0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator
