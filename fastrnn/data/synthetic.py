@@ -277,35 +277,35 @@ casual sporty athletic muscular slender chubby petite grown teenage toddler infa
 FILLER_NOUNS = """
 tree building fence window wall pole house tower bridge mountain hill rock bush flower
 flowers lamp shelf door curtain mirror pillow blanket rug box basket bucket cone crowd
-statue fountain sign banner flag tent umbrella? lighthouse church castle barn cabin shed
+statue fountain sign banner flag tent umbrella lighthouse church castle barn cabin shed
 garage garden yard lawn hedge gate railing stairs staircase balcony porch roof chimney
 skyline skyscraper billboard streetlight lamppost bus stop crosswalk intersection traffic
 highway bridge tunnel pier dock harbor marina shore cliff canyon valley meadow pasture farm
 orchard vineyard pond stream waterfall river creek dam island palm cactus fern vine tulip
 rose sunflower daisy lily hay haystack log stump branch leaf leaves pine oak willow maple
-birch forest? jungle desert dune glacier volcano cave trail path bench? picnic table?
-playground swing slide sandbox fountain? pool hot tub deck patio grill fireplace mantle
-bookshelf cabinet drawer dresser nightstand wardrobe closet hanger rack counter? stool
+birch forest jungle desert dune glacier volcano cave trail path bench picnic table
+playground swing slide sandbox fountain pool hot tub deck patio grill fireplace mantle
+bookshelf cabinet drawer dresser nightstand wardrobe closet hanger rack counter stool
 ottoman recliner armchair futon hammock crib cradle lantern candle chandelier fan heater
-radiator vent outlet switch thermostat clock? calendar poster painting picture? frame
+radiator vent outlet switch thermostat clock calendar poster painting picture frame
 photograph sculpture trophy medal plaque certificate map globe chalkboard whiteboard
 projector screen speaker microphone guitar piano drum violin trumpet saxophone stage
-podium curtain? spotlight audience fan? crowd? stadium arena bleachers scoreboard net
-goal hoop court? track field? racetrack finish line pit garage? workshop factory
+podium curtain spotlight audience fan crowd stadium arena bleachers scoreboard net
+goal hoop court track field racetrack finish line pit garage workshop factory
 warehouse store shop market stall booth kiosk cart wagon trailer tractor bulldozer crane
-forklift ladder scaffold construction site cone? barrel crate pallet tarp rope chain hose
+forklift ladder scaffold construction site cone barrel crate pallet tarp rope chain hose
 pipe wire cable antenna satellite dish mailbox trash can dumpster recycling bin bike rack
-parking meter meter? phone booth newspaper stand vending machine atm bank hotel restaurant
-cafe bakery pub diner cafeteria kitchen? pantry fridge? freezer dishwasher toaster kettle
+parking meter meter phone booth newspaper stand vending machine atm bank hotel restaurant
+cafe bakery pub diner cafeteria kitchen pantry fridge freezer dishwasher toaster kettle
 blender mixer pot pan skillet wok tray platter saucer teapot pitcher jar jug can carton
 napkin towel sponge soap shampoo razor comb brush hairbrush hair dryer lotion perfume
-bathtub shower faucet drain tile mosaic tub? laundry basket? washer dryer iron ironing
-board sewing machine yarn needle thread button zipper hat cap helmet hood scarf glove?
-mitten sock boot sneaker sandal slipper shoe belt jacket? coat sweater hoodie vest shirt?
-blouse skirt dress? jeans shorts pajamas uniform costume mask apron wristband bracelet
+bathtub shower faucet drain tile mosaic tub laundry basket washer dryer iron ironing
+board sewing machine yarn needle thread button zipper hat cap helmet hood scarf glove
+mitten sock boot sneaker sandal slipper shoe belt jacket coat sweater hoodie vest shirt
+blouse skirt dress jeans shorts pajamas uniform costume mask apron wristband bracelet
 necklace ring earring watch sunglasses goggles headband bandana ponytail beard mustache
-tattoo wheelchair stroller walker cane crutch scooter tricycle unicycle wagon? sled
-toboggan kayak canoe raft paddle oar sail mast anchor buoy lifeguard tower? flagpole
+tattoo wheelchair stroller walker cane crutch scooter tricycle unicycle wagon sled
+toboggan kayak canoe raft paddle oar sail mast anchor buoy lifeguard tower flagpole
 windmill silo water tower fire escape awning canopy umbrella stand pergola gazebo arch
 column pillar dome spire steeple clocktower minaret pagoda temple shrine monument memorial
 cathedral mosque palace mansion cottage apartment condo hut igloo lodge chalet villa
@@ -563,26 +563,25 @@ def _normalise_rows(table):
 
 
 def _unique(candidates, taken):
+    """candidates in order, without repeats and without the words in taken."""
     out, seen = [], set(taken)
     for w in candidates:
-        if w.endswith("?") or w in seen:   # "?" marks a word the grammar may already use
-            w = w.rstrip("?")
-            if w in seen:
-                continue
-        seen.add(w)
-        out.append(w)
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
     return out
 
 
 def _starts_with_vowel_sound(word):
-    if word in ("one", "used", "unique", "uniform", "unicycle", "university", "unusual"):
-        return word == "unusual"
-    return word[:1] in tuple("aeiou") or word in ("hour", "honest")
+    """Whether the article before word is "an"."""
+    if word in ("one", "uniform", "unicycle", "unique", "university", "used"):
+        return False
+    return word[0] in "aeiou" or word in ("hour", "honest")
 
 
 @functools.lru_cache(maxsize=1)
 def grammar():
-    """The compiled grammar (built once per process, about 0.1 s)."""
+    """The compiled grammar (built once per process, about 0.2 s)."""
     return Grammar()
 
 
