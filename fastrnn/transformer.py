@@ -61,6 +61,9 @@ class ClassificationTransformer(nn.Module):
         self.max_length = max_length
         self.pooling = pooling
         H = hidden_dim
+        # The layers below draw default weights from the global RNG; with a seed
+        # those are overwritten, so put the global state back afterwards.
+        global_rng = torch.get_rng_state() if seed is not None else None
 
         self.token_embedding = nn.Embedding(self.vocab_size, H)
         self.position_embedding = nn.Embedding(max_length, H)
@@ -85,6 +88,7 @@ class ClassificationTransformer(nn.Module):
 
         if seed is not None:
             self._init_parameters(torch.Generator().manual_seed(int(seed)))
+            torch.set_rng_state(global_rng)
 
     def config(self):
         """Constructor arguments (except word_to_ix) that rebuild this model."""

@@ -1,0 +1,241 @@
+"""CoLA reading/encoding (fastrnn.data.cola) and the fastrnn-cola command.
+
+Everything runs on a small generated GLUE-layout folder; the real CoLA release is
+used for a short run when the shared copy is present (../shared/data/cola next to
+the repository, as in CI, or /work/shared/data/cola).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fastrnn.cli import cola as cli  # noqa: E402
+from fastrnn.data import cola  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_COLA = next((p for p in (REPO.parent / "shared" / "data" / "cola",
+                              Path("/work/shared/data/cola")) if (p / "train.tsv").is_file()), None)
+
+DETS, NOUNS = ["the", "a"], ["dog", "cat", "bird", "man", "child", "teacher"]
+VERBS = ["saw", "chased", "liked", "heard"]
+
+
+def write_tsv(path, rows):
+    path.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def synthetic_rows(n, seed):
+    """Sentences whose label depends on word order only: 'det noun verb det noun.' is
+    acceptable (1), the same words with noun and verb swapped are not (0)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        d1, d2 = rng.choice(DETS, 2)
+        n1, n2 = rng.choice(NOUNS, 2)
+        v = rng.choice(VERBS)
+        if rng.random() < 0.7:
+            rows.append(("syn01", "1", "", f"{d1.capitalize()} {n1} {v} {d2} {n2}."))
+        else:
+            rows.append(("syn01", "0", "*", f"{d1.capitalize()} {v} {n1} {d2} {n2}."))
+    return rows
+
+
+@pytest.fixture
+def cola_dir(tmp_path):
+    folder = tmp_path / "cola"
+    folder.mkdir()
+    train = synthetic_rows(300, seed=0)
+    train.append(("syn02", "1", "", 'He said "yes" to " the dog."'))  # quotes are literal
+    train.append(("syn02", "0", "*", " ".join(["dog"] * 60)))          # longer than 43 tokens
+    write_tsv(folder / "train.tsv", train)
+    write_tsv(folder / "dev.tsv", synthetic_rows(80, seed=1) + [("syn03", "1", "", "Zebras sing.")])
+    return folder
+
+
+# ------------------------------------------------------------ tokens, vocabulary
+
+def test_tokenize_lowercases_and_splits_punctuation():
+    assert cola.tokenize("Won't they?  The CAT, é.") == \
+        ["won", "'", "t", "they", "?", "the", "cat", ",", "é", "."]
+
+
+def test_vocabulary_has_specials_first_then_words_by_frequency():
+    vocab = cola.build_vocab(["b a b", "c b a"])
+    assert vocab == {"<pad>": 0, "<unk>": 1, "[CLS]": 2, "b": 3, "a": 4, "c": 5}
+    assert cola.build_vocab(["b a b", "c b a"], min_count=2) == \
+        {"<pad>": 0, "<unk>": 1, "[CLS]": 2, "b": 3, "a": 4}
+
+
+def test_encode_prepends_cls_pads_truncates_and_maps_unknown_words():
+    vocab = cola.build_vocab(["the dog saw the cat ."])
+    ids, pad_mask = cola.encode(["The zebra saw.", " ".join(["dog"] * 50)], vocab, max_length=43)
+    assert ids.shape == pad_mask.shape == (2, 43) and ids.dtype == np.int64
+    assert ids[0, :5].tolist() == [vocab["[CLS]"], vocab["the"], vocab["<unk>"], vocab["saw"],
+                                   vocab["."]]
+    assert (ids[0, 5:] == vocab["<pad>"]).all()
+    assert pad_mask[0].tolist() == [False] * 5 + [True] * 38
+    assert ids[1, 0] == vocab["[CLS]"] and (ids[1, 1:] == vocab["dog"]).all()
+    assert not pad_mask[1].any()
+
+
+# -------------------------------------------------------------------- loading
+
+def test_load_cola_splits_train_and_keeps_dev_held_out(cola_dir):
+    data = cola.load_cola(cola_dir, n_train=250, split_seed=3)
+    assert (len(data.train), len(data.val), len(data.test)) == (250, 52, 81)
+    train_sentences = [s for s in (cola_dir / "train.tsv").read_text().splitlines()]
+    assert len(train_sentences) == 302
+    # Seeded: the same seed gives the same split, another seed a different one.
+    again = cola.load_cola(cola_dir, n_train=250, split_seed=3)
+    assert again.train.sentences == data.train.sentences
+    assert cola.load_cola(cola_dir, n_train=250, split_seed=4).train.sentences != \
+        data.train.sentences
+    # train and val partition train.tsv.
+    assert sorted(data.train.sentences + data.val.sentences) == \
+        sorted(line.split("\t")[3] for line in train_sentences)
+    # The vocabulary sees only the training split: "zebras" (dev only) is unknown.
+    assert "zebras" not in data.word_to_ix
+    assert data.test.ids[-1, 1] == data.word_to_ix["<unk>"]
+    assert data.train.ids.shape[1] == cola.MAX_LENGTH
+    assert set(np.unique(data.test.labels)) <= {0, 1}
+    assert '"yes"' in "".join(data.train.sentences + data.val.sentences)
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train.tsv"):
+        cola.load_cola(tmp_path)
+    write_tsv(tmp_path / "train.tsv", synthetic_rows(20, 0))
+    with pytest.raises(FileNotFoundError, match=r"dev\.tsv"):
+        cola.load_cola(tmp_path, n_train=10)
+    with pytest.raises(FileNotFoundError, match="CoLA folder not found"):
+        cola.load_cola(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("bad_line, words", [
+    ("gj04\t1\tThe dog barked.", r"line 3: expected 4 tab-separated columns .* got 3"),
+    ("gj04\tyes\t\tThe dog barked.", r"line 3, column 2 \(label\): expected 0 or 1, got 'yes'"),
+    ("gj04\t1\t\t  ", r"line 3, column 4 \(sentence\): the sentence is empty"),
+    ("", r"line 3: empty line"),
+])
+def test_malformed_lines_are_reported_with_file_line_and_column(tmp_path, bad_line, words):
+    rows = ["gj04\t1\t\tThe dog barked.", "gj04\t0\t*\tDog the barked.", bad_line,
+            "gj04\t1\t\tA cat sat."]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=words) as info:
+        cola.read_cola_tsv(tmp_path / "train.tsv")
+    assert "train.tsv" in str(info.value)
+
+
+def test_n_train_must_leave_a_validation_split(cola_dir):
+    with pytest.raises(ValueError, match="n_train must be between 1 and 301"):
+        cola.load_cola(cola_dir, n_train=302)
+
+
+def test_data_folder_lookup(cola_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTRNN_COLA", str(cola_dir))
+    assert cola.find_cola_dir() == cola_dir
+    assert cola.find_cola_dir(tmp_path) == tmp_path          # an explicit folder wins
+    monkeypatch.delenv("FASTRNN_COLA")
+    monkeypatch.setattr(cola, "default_cola_dirs", lambda: [tmp_path / "a", cola_dir])
+    assert cola.find_cola_dir() == cola_dir                  # first shared folder that exists
+    monkeypatch.setattr(cola, "default_cola_dirs", lambda: [tmp_path / "a"])
+    with pytest.raises(FileNotFoundError, match="pass --data DIR"):
+        cola.find_cola_dir()
+
+
+def test_shared_folder_is_looked_for_next_to_cwd_and_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dirs = cola.default_cola_dirs()
+    assert dirs[0] == tmp_path.parent / "shared" / "data" / "cola"
+    assert dirs[1] == Path(cola.__file__).resolve().parents[3] / "shared" / "data" / "cola"
+
+
+# ------------------------------------------------------------------------ CLI
+
+SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedforward", "32",
+         "--no-progress", "--threads", "1"]
+
+
+def test_cli_trains_reports_and_writes_a_checkpoint(cola_dir, tmp_path, capsys):
+    out = tmp_path / "ckpt" / "best.pt"
+    code = cli.main(["--data", str(cola_dir), "--n-train", "250", "--epochs", "12",
+                     "--batch-size", "16", "--lr", "3e-3", "--dropout", "0", "--embed-dropout",
+                     "0", "--out", str(out), "--bench-batches", "2", "--threshold", "0.5"] + SMALL)
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "majority class (1)" in text and "sentences/s" in text and "with mask" in text
+    model, checkpoint = cli.load_checkpoint(out)
+    result = checkpoint["result"]
+    assert result["majority_accuracy"] == pytest.approx(np.mean(
+        cola.load_cola(cola_dir, n_train=250).test.labels == 1))
+    assert result["majority_mcc"] == 0.0
+    # The label depends on word order only, which a bag of words cannot see: the
+    # model must have learned it from the position embeddings and attention.
+    assert result["test_mcc"] > 0.5, result
+    # The checkpoint's model reproduces the reported score.
+    data = cola.load_cola(cola_dir, n_train=250)
+    probs = cli.evaluate(model, data.test, mask=True)["probs"]
+    accuracy = np.mean((probs >= checkpoint["threshold"]) == data.test.labels)
+    assert accuracy == pytest.approx(result["test_accuracy"])
+    assert not list(out.parent.glob(".*tmp*"))  # the atomic write left no temporary file
+
+
+def test_cli_without_mask_and_other_pooling_runs(cola_dir, capsys):
+    code = cli.main(["--data", str(cola_dir), "--n-train", "250", "--epochs", "1",
+                     "--no-mask", "--pooling", "mean", "--bench-batches", "0",
+                     "--word-dropout", "0.1", "--label-smoothing", "0.1"] + SMALL)
+    assert code == 0
+    assert "mask off" in capsys.readouterr().out
+
+
+def test_cli_reports_missing_data_clearly(tmp_path, capsys):
+    assert cli.main(["--data", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "train.tsv" in err and str(tmp_path) in err
+
+
+def test_cli_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--epochs", "--batch-size", "--lr", "--heads", "--mask", "--seed",
+                 "--pooling", "--dropout", "--weight-decay", "--schedule", "--out"):
+        assert flag in text
+
+
+def test_learning_rate_schedule_warms_up_then_decays():
+    f = cli.lr_lambda("cosine", warmup=0.1, total_steps=100)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) < 1e-9
+    assert cli.lr_lambda("constant", 0.0, 100)(70) == 1.0
+    assert cli.lr_lambda("linear", 0.0, 100)(75) == pytest.approx(0.25)
+
+
+# ------------------------------------------------------------------ real CoLA
+
+needs_real = pytest.mark.skipif(REAL_COLA is None, reason="no shared CoLA copy found")
+
+
+@needs_real
+def test_real_cola_has_the_documented_shape():
+    data = cola.load_cola(REAL_COLA)
+    assert (len(data.train), len(data.val), len(data.test)) == (7000, 1551, 1043)
+    assert np.mean(data.test.labels) == pytest.approx(721 / 1043)
+    assert (data.train.ids[:, 0] == data.word_to_ix["[CLS]"]).all()
+    lengths = (~data.train.pad_mask).sum(axis=1)
+    assert lengths.min() >= 2 and lengths.max() <= 43
+
+
+@needs_real
+def test_short_real_cola_run(capsys, tmp_path):
+    code = cli.main(["--data", str(REAL_COLA), "--max-train", "1000", "--epochs", "1",
+                     "--bench-batches", "2", "--out", str(tmp_path / "real.pt")] + SMALL)
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "held-out dev (1043 sentences)" in text
+    result = torch.load(tmp_path / "real.pt", weights_only=False)["result"]
+    assert result["majority_accuracy"] == pytest.approx(0.6913, abs=1e-4)
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and -1.0 <= result["test_mcc"] <= 1.0
