@@ -1,0 +1,455 @@
+"""The fused training path of the captioning model: one call, loss and every gradient.
+
+``captioning_loss`` computes exactly what ``CaptioningRNN._loss_reference``
+computes (same loss, same gradients up to float rounding), with the work laid
+out for speed instead of readability:
+
+- **Packed, shrinking batch.** A caption stops mattering after its last
+  unmasked target: later steps cannot change the loss. Rows are sorted by that
+  length (longest first), so the rows still active at step t are the first
+  ``n_t`` ones, and step t works on a contiguous block of ``n_t`` rows, as
+  packed sequences do. Masked targets *before* the last unmasked one (holes)
+  still run through the recurrence; they only get no loss.
+- **Embedding folded into the input projection.** ``W_embed[w] @ Wx + b`` is row
+  w of the table ``E = W_embed @ Wx + b`` (V, G): the forward gathers rows of E
+  instead of multiplying. Backward, the pre-activation gradients are summed per
+  token once (``S`` (V, G)), then ``dWx = W_embed^T S``, ``dW_embed = S Wx^T``,
+  ``db = sum(S)``.
+- **One product per weight gradient.** The states entering every step are kept
+  packed (``P``), so ``dWh = P^T dA`` is one product after the backward loop.
+- **Vocabulary only where it counts.** Scores, softmax and their gradient are
+  computed for the unmasked positions only.
+- **Fused elementwise kernels** from the active backend (``lstm_gates_forward``,
+  ``lstm_gates_backward``, ``softmax_cross_entropy_rows``), and preallocated
+  workspaces reused across calls: no temporaries inside the time loop.
+
+G is the width of the gate block: 4H for the LSTM, H for the vanilla RNN.
+Packed row ``offsets[t] + i`` holds sorted row i at step t.
+"""
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import numpy as np
+
+from fastrnn._validate import Signature
+
+__all__ = ["captioning_loss", "plan_batch", "Workspace", "CELL_TYPES", "GEMM_PROVIDERS"]
+
+CELL_TYPES = ("lstm", "rnn")
+GEMM_PROVIDERS = ("numpy", "torch")
+PARAM_NAMES = ("W_embed", "W_proj", "b_proj", "Wx", "Wh", "b", "W_vocab", "b_vocab")
+
+
+# ------------------------------------------------------------------ batch plan
+
+class BatchPlan:
+    """Where the work is, for one minibatch of captions (independent of the weights).
+
+    order (N,)        rows sorted by length, longest first
+    lengths (N,)      sorted lengths: 1 + index of the last unmasked target, 0 if none
+    active (T,)       n_t, how many sorted rows step t runs (non-increasing)
+    offsets (T+1,)    packed row offset of each step; offsets[-1] = R packed rows
+    tokens (R,)       input word of every packed row
+    targets (M,)      target word of every unmasked packed row
+    selected (M,)     packed rows with an unmasked target, or None when that is all R rows
+    """
+
+    def __init__(self, captions, null_idx):
+        inputs, targets = captions[:, :-1], captions[:, 1:]
+        N, T = targets.shape
+        mask = targets != null_idx
+        any_target = mask.any(axis=1)
+        last = T - 1 - np.argmax(mask[:, ::-1], axis=1)
+        lengths = np.where(any_target, last + 1, 0)
+
+        self.order = np.argsort(-lengths, kind="stable")
+        self.lengths = lengths[self.order]
+        self.active = (self.lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)
+        self.offsets = np.concatenate([[0], np.cumsum(self.active)])
+        # Time-major boolean picks of the sorted batch list the packed rows in order.
+        packed = (self.lengths[None, :] > np.arange(T)[:, None])        # (T, N)
+        self.tokens = inputs[self.order].T[packed].astype(np.intp)
+        unmasked = mask[self.order].T[packed]
+        self.targets = targets[self.order].T[packed][unmasked].astype(np.intp)
+        self.selected = None if unmasked.all() else np.flatnonzero(unmasked)
+        self.N, self.T = N, T
+
+    @property
+    def rows(self):
+        """R, the number of packed rows (steps actually run, summed over the batch)."""
+        return int(self.offsets[-1])
+
+    @property
+    def steps(self):
+        """How many timesteps run at all (the longest caption's length)."""
+        return int(np.count_nonzero(self.active))
+
+
+def plan_batch(captions, null_idx):
+    """The ``BatchPlan`` of ``captions`` int (N, T+1) with ``<NULL>`` = ``null_idx``."""
+    return BatchPlan(captions, null_idx)
+
+
+# --------------------------------------------------------------- GEMM providers
+
+class NumpyGemm:
+    """Matrix products through NumPy's BLAS (OpenBLAS in the numpy wheels)."""
+    name = "numpy"
+
+    def mm(self, a, b, out=None):
+        """a @ b, into ``out`` when given."""
+        return np.matmul(a, b, out=out)
+
+    def mm_add(self, a, b, out, scratch):
+        """out += a @ b; NumPy cannot accumulate inside the product, so via ``scratch``."""
+        np.matmul(a, b, out=scratch)
+        np.add(out, scratch, out=out)
+
+
+class TorchGemm:
+    """Matrix products through PyTorch's BLAS on zero-copy views of the NumPy arrays."""
+    name = "torch"
+
+    def __init__(self):
+        import torch  # optional: only this provider needs it
+        self.torch = torch
+
+    def mm(self, a, b, out=None):
+        if out is None:
+            out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        self.torch.mm(self._view(a), self._view(b), out=self._view(out))
+        return out
+
+    def mm_add(self, a, b, out, scratch):
+        self._view(out).addmm_(self._view(a), self._view(b))
+
+    def _view(self, a):
+        # torch.from_numpy keeps NumPy's strides, so transposed views stay zero-copy.
+        return self.torch.from_numpy(a)
+
+
+_gemm_cache = {}
+
+
+def gemm_provider(name="numpy"):
+    """The GEMM provider called ``name`` ('numpy' or 'torch'; torch must be importable)."""
+    if name not in GEMM_PROVIDERS:
+        raise ValueError(f"gemm must be one of {GEMM_PROVIDERS}, got {name!r}")
+    if name not in _gemm_cache:
+        if name == "torch":
+            try:
+                _gemm_cache[name] = TorchGemm()
+            except ImportError as err:
+                raise ImportError(f"gemm='torch' needs PyTorch, which is not importable "
+                                  f"({err}); use gemm='numpy'") from err
+        else:
+            _gemm_cache[name] = NumpyGemm()
+    return _gemm_cache[name]
+
+
+# ------------------------------------------------------------------- workspace
+
+class Workspace:
+    """Preallocated buffers for one model shape and dtype, reused across calls.
+
+    Packed buffers hold ``N*T`` rows, the most a batch can need; a batch uses a
+    prefix of them. ``np.empty`` leaves untouched pages unallocated by the OS, so
+    short batches do not pay in resident memory for the capacity.
+    """
+
+    def __init__(self, N, T, H, G, V, dtype):
+        R = N * T
+        self.key = (N, T, H, G, V, np.dtype(dtype))
+        e = lambda *shape: np.empty(shape, dtype=dtype)  # noqa: E731
+        self.gates = e(R, G)       # pre-activations, then activations, of every packed row
+        self.dgates = e(R, G)      # their gradients
+        self.prev_h = e(R, H)      # P: the hidden state entering each packed row's step
+        self.h = e(R, H)           # the hidden state leaving it
+        self.c = e(R, H) if G == 4 * H else None   # LSTM cell state leaving it
+        self.dh = e(R, H)          # gradient of self.h
+        self.picked = e(R, H)      # rows of h with a loss (only used with holes in the mask)
+        self.scores = e(R, V)      # vocabulary scores, then their gradient
+        self.row_g = e(N, G)       # one step's gathered table rows
+        self.row_h = e(N, H)       # one step's dprev_h before it is accumulated
+        self.zeros_h = np.zeros((N, H), dtype=dtype)  # c0
+        self.dc = (e(N, H), e(N, H))                   # dnext_c / dprev_c, swapped each step
+        self.table = e(V, G)       # E = W_embed @ Wx + b
+
+    def nbytes(self):
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray)) + \
+            sum(a.nbytes for a in self.dc)
+
+
+_workspaces = OrderedDict()
+MAX_CACHED_WORKSPACES = 2
+
+
+def get_workspace(N, T, H, G, V, dtype):
+    """The cached workspace for these shapes (at most two are kept, least recent dropped)."""
+    key = (N, T, H, G, V, np.dtype(dtype))
+    ws = _workspaces.pop(key, None)
+    if ws is None:
+        while len(_workspaces) >= MAX_CACHED_WORKSPACES:
+            _workspaces.popitem(last=False)
+        ws = Workspace(N, T, H, G, V, dtype)
+    _workspaces[key] = ws
+    return ws
+
+
+def clear_workspaces():
+    """Free every cached workspace."""
+    _workspaces.clear()
+
+
+# ------------------------------------------------------------------- timings
+
+class _Clock:
+    """Adds the seconds spent in each phase to a dict (or does nothing without one)."""
+
+    def __init__(self, timings):
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, phase):
+        if self.timings is None:
+            yield
+            return
+        t0 = time.perf_counter()
+        yield
+        self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------- the loss
+
+def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", kernels=None,
+                    gemm="numpy", workspace=None, timings=None):
+    """Loss and gradients of the captioning model, fused; equal to the reference path.
+
+    Parameters
+    ----------
+    params : dict
+        ``W_embed (V, W)``, ``W_proj (D, H)``, ``b_proj (H,)``, ``Wx (W, G)``,
+        ``Wh (H, G)``, ``b (G,)``, ``W_vocab (H, V)``, ``b_vocab (V,)``, all of one
+        float dtype; G = 4H for 'lstm', H for 'rnn'.
+    features : (N, D) array of that dtype
+    captions : int (N, T+1)
+        Inputs are ``captions[:, :-1]``, targets ``captions[:, 1:]``; a target
+        equal to ``null_idx`` has no loss (anywhere, not only at the end).
+    null_idx : int
+        The ``<NULL>`` token id.
+    cell_type : {'lstm', 'rnn'}
+    kernels : object with ``lstm_gates_forward``, ``lstm_gates_backward`` and
+        ``softmax_cross_entropy_rows`` (a ``fastrnn.backends`` Backend or module);
+        default: the active backend.
+    gemm : {'numpy', 'torch'}
+        Who computes the matrix products (see ``GEMM_PROVIDERS``).
+    workspace : Workspace, optional
+        Buffers to use; default: a cached one for these shapes.
+    timings : dict, optional
+        If given, seconds spent per phase are added to it.
+
+    Returns
+    -------
+    loss : scalar of the params' dtype
+        Masked cross-entropy summed over the batch, divided by N.
+    grads : dict
+        A fresh gradient array for every key of ``PARAM_NAMES``.
+    """
+    _check(params, features, captions, null_idx, cell_type)
+    if kernels is None:
+        from fastrnn.backends import active
+        kernels = active()
+    gemm = gemm_provider(gemm)
+    p = {k: np.ascontiguousarray(params[k]) for k in PARAM_NAMES}
+    N, T = captions.shape[0], captions.shape[1] - 1
+    (V, _), (H, G) = p["W_embed"].shape, p["Wh"].shape
+    dtype = p["Wh"].dtype
+    ws = workspace if workspace is not None else get_workspace(N, T, H, G, V, dtype)
+    if ws.key != (N, T, H, G, V, np.dtype(dtype)):
+        raise ValueError(f"captioning_loss: workspace was made for (N, T, H, G, V, dtype) = "
+                         f"{ws.key}, this batch needs {(N, T, H, G, V, np.dtype(dtype))}")
+    clock = _Clock(timings)
+    cell = _LSTM(kernels) if cell_type == "lstm" else _RNN()
+
+    with clock("plan"):
+        plan = BatchPlan(captions, null_idx)
+        features = np.ascontiguousarray(features[plan.order[:plan.active[0]]]) \
+            if plan.rows else features[:0]
+    with clock("forward: h0 + embedding table"):
+        h0 = gemm.mm(features, p["W_proj"])
+        h0 += p["b_proj"]
+        gemm.mm(p["W_embed"], p["Wx"], out=ws.table)
+        ws.table += p["b"]
+    with clock("forward: recurrence"):
+        _forward(plan, p, ws, h0, cell, gemm)
+    with clock("vocabulary + softmax"):
+        loss, grads = _vocabulary(plan, p, ws, kernels, gemm, N)
+    with clock("backward: recurrence"):
+        dh0 = _backward(plan, p, ws, cell, gemm)
+    with clock("weight gradients"):
+        grads.update(_weight_grads(plan, p, ws, features, dh0, gemm, clock))
+    return dtype.type(loss), grads
+
+
+def _check(params, features, captions, null_idx, cell_type):
+    fn = "captioning_loss"
+    if cell_type not in CELL_TYPES:
+        raise ValueError(f"{fn}: cell_type must be one of {CELL_TYPES}, got {cell_type!r}")
+    if not isinstance(params, dict):
+        raise TypeError(f"{fn}: params must be a dict of arrays, got {type(params).__name__}")
+    missing = [k for k in PARAM_NAMES if k not in params]
+    if missing:
+        raise ValueError(f"{fn}: params lacks {missing}")
+    gate = "4H" if cell_type == "lstm" else "H"
+    s = Signature(fn)
+    s.floats("W_embed", params["W_embed"], "V", "W")
+    s.floats("W_proj", params["W_proj"], "D", "H")
+    s.floats("b_proj", params["b_proj"], "H")
+    s.floats("Wx", params["Wx"], "W", gate)
+    s.floats("Wh", params["Wh"], "H", gate)
+    s.floats("b", params["b"], gate)
+    s.floats("W_vocab", params["W_vocab"], "H", "V")
+    s.floats("b_vocab", params["b_vocab"], "V")
+    s.floats("features", features, "N", "D")
+    s.tokens("captions", captions, "N", "T+1", high=s.dims["V"])
+    if captions.shape[1] < 2:
+        raise ValueError(f"{fn}: captions must have shape (N, T+1) with T+1 >= 2, "
+                         f"got {captions.shape}")
+    if not isinstance(null_idx, (int, np.integer)) or not 0 <= null_idx < s.dims["V"]:
+        raise ValueError(f"{fn}: null_idx must be a token id in [0, {s.dims['V']}), "
+                         f"got {null_idx!r}")
+
+
+# ------------------------------------------------------------------ the cells
+
+class _LSTM:
+    """Elementwise part of an LSTM step, from the backend's fused kernels."""
+    gate_factor = 4
+
+    def __init__(self, kernels):
+        self.k = kernels
+
+    def forward(self, ws, lo, hi, prev_lo, n):
+        """Step rows [lo, hi) of the packed buffers; prev_lo = packed start of the
+        previous step (None at t = 0, where the cell state enters as zero)."""
+        prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
+        self.k.lstm_gates_forward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.h[lo:hi])
+
+    def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c):
+        prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
+        self.k.lstm_gates_backward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.dh[lo:hi],
+                                   dnext_c, ws.dgates[lo:hi], dprev_c)
+
+
+class _RNN:
+    """Elementwise part of a vanilla-RNN step: h = tanh(a); da = dh * (1 - h^2)."""
+    gate_factor = 1
+
+    def forward(self, ws, lo, hi, prev_lo, n):
+        np.tanh(ws.gates[lo:hi], out=ws.h[lo:hi])
+
+    def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c):
+        h, da = ws.h[lo:hi], ws.dgates[lo:hi]
+        np.multiply(h, h, out=da)
+        np.subtract(1, da, out=da)
+        np.multiply(da, ws.dh[lo:hi], out=da)
+
+
+# ------------------------------------------------------------- forward, backward
+
+def _forward(plan, p, ws, h0, cell, gemm):
+    """Run the recurrence over the packed rows: fills gates, prev_h, h (and c)."""
+    Wh, off, active = p["Wh"], plan.offsets, plan.active
+    for t in range(plan.steps):
+        lo, n = off[t], active[t]
+        hi = lo + n
+        # The state entering step t: h0, or the first n rows of step t-1's output.
+        prev = h0[:n] if t == 0 else ws.h[off[t - 1]:off[t - 1] + n]
+        ws.prev_h[lo:hi] = prev
+        np.take(ws.table, plan.tokens[lo:hi], axis=0, out=ws.gates[lo:hi])
+        gemm.mm_add(ws.prev_h[lo:hi], Wh, ws.gates[lo:hi], ws.row_g[:n])
+        cell.forward(ws, lo, hi, None if t == 0 else off[t - 1], n)
+
+
+def _vocabulary(plan, p, ws, kernels, gemm, N):
+    """Scores, softmax loss and their gradients for the unmasked rows only.
+
+    Returns the loss and grads W_vocab, b_vocab; leaves dL/dh (from the loss) in ws.dh.
+    """
+    R, M = plan.rows, len(plan.targets)
+    W_vocab = p["W_vocab"]
+    if plan.selected is None:
+        h_sel = ws.h[:R]
+    else:
+        h_sel = np.take(ws.h[:R], plan.selected, axis=0, out=ws.picked[:M])
+    scores = ws.scores[:M]
+    gemm.mm(h_sel, W_vocab, out=scores)
+    scores += p["b_vocab"]
+    loss = kernels.softmax_cross_entropy_rows(scores, plan.targets, 1.0 / N) / N if M else 0.0
+    grads = {"W_vocab": gemm.mm(h_sel.T, scores), "b_vocab": scores.sum(axis=0)}
+    if plan.selected is None:
+        gemm.mm(scores, W_vocab.T, out=ws.dh[:R])
+    else:
+        ws.dh[:R] = 0
+        ws.dh[plan.selected] = gemm.mm(scores, W_vocab.T, out=ws.picked[:M])
+    return loss, grads
+
+
+def _backward(plan, p, ws, cell, gemm):
+    """Backward through the recurrence: fills dgates; returns dh0 (n_0, H)."""
+    Wh_T, off, active = p["Wh"].T, plan.offsets, plan.active
+    dnext_c, dprev_c = ws.dc
+    dh0 = np.zeros((active[0] if plan.rows else 0, Wh_T.shape[1]), dtype=ws.h.dtype)
+    n_later = 0  # rows of step t+1: they carry a gradient back into step t
+    for t in reversed(range(plan.steps)):
+        lo, n = off[t], active[t]
+        hi = lo + n
+        dnext_c[n_later:n] = 0  # rows whose caption ends at step t get no cell gradient
+        cell.backward(ws, lo, hi, None if t == 0 else off[t - 1], n, dnext_c[:n], dprev_c[:n])
+        if t == 0:
+            gemm.mm(ws.dgates[lo:hi], Wh_T, out=dh0)
+        else:
+            prev = off[t - 1]
+            gemm.mm_add(ws.dgates[lo:hi], Wh_T, ws.dh[prev:prev + n], ws.row_h[:n])
+        dnext_c, dprev_c = dprev_c, dnext_c
+        n_later = n
+    return dh0
+
+
+def _weight_grads(plan, p, ws, features, dh0, gemm, clock):
+    """The products left after the backward loop, one per weight."""
+    R = plan.rows
+    dgates = ws.dgates[:R]
+    with clock("weight gradients: token sums"):
+        S = _sum_rows_per_token(plan.tokens, dgates, p["W_embed"].shape[0])
+    return {
+        "Wh": gemm.mm(ws.prev_h[:R].T, dgates),
+        "Wx": gemm.mm(p["W_embed"].T, S),
+        "W_embed": gemm.mm(S, p["Wx"].T),
+        "b": S.sum(axis=0),
+        "W_proj": gemm.mm(features.T, dh0),
+        "b_proj": dh0.sum(axis=0),
+    }
+
+
+def _sum_rows_per_token(tokens, rows, V):
+    """S (V, G) with S[v] = sum of rows[r] over every r with tokens[r] == v.
+
+    Sorting the row ids by token turns the scatter into one contiguous segment
+    per distinct token; each segment is one vectorised column sum, which is far
+    faster than ``np.add.at`` on rows.
+    """
+    S = np.zeros((V, rows.shape[1]), dtype=rows.dtype)
+    order = np.argsort(tokens, kind="stable")
+    sorted_tokens = tokens[order]
+    starts = np.flatnonzero(np.r_[True, sorted_tokens[1:] != sorted_tokens[:-1]]) \
+        if len(tokens) else np.zeros(0, dtype=np.intp)
+    ends = np.r_[starts[1:], len(tokens)]
+    for s, e in zip(starts, ends):
+        segment = order[s:e]
+        if e - s == 1:
+            S[sorted_tokens[s]] = rows[segment[0]]
+        else:
+            np.sum(rows[segment], axis=0, out=S[sorted_tokens[s]])
+    return S
