@@ -1,0 +1,215 @@
+"""The "numba" backend: BLAS for the matrix products, one fused Numba pass for the rest.
+
+Same functions, signatures, results and dtypes as ``numpy_backend`` (the
+reference). What changes is how the work is laid out:
+
+- each step's elementwise work (LSTM gate nonlinearities + cell update, or the
+  RNN tanh) is one parallel pass over the batch (``_numba_kernels``), instead of
+  a dozen NumPy temporaries;
+- the sequence layers keep time-major buffers ``(T, N, .)``, so that every
+  timestep is a contiguous block; the input projection of all timesteps is ONE
+  product ``(T*N, D) @ Wx`` before the loop, and the weight gradients are ONE
+  product each after the backward loop (``dWx = X^T dA``, ``dWh = H_prev^T dA``)
+  instead of T small ones;
+- the softmax loss is one pass per row (max, log-sum-exp, loss, gradient).
+
+Caches are private to this backend (``fastrnn.layers`` routes a cache back to
+the backend that made it). Inputs arrive validated but possibly non-contiguous
+or Fortran-ordered: kernels only ever see C-contiguous arrays, which also keeps
+them at one compiled signature per dtype.
+"""
+import numpy as np
+
+from fastrnn import threads
+from fastrnn.backends import _numba_kernels as _k
+from fastrnn.backends.numpy_backend import (  # noqa: F401  (BLAS-only: nothing to fuse)
+    affine_backward,
+    affine_forward,
+    temporal_affine_backward,
+    temporal_affine_forward,
+    word_embedding_forward,
+)
+
+threads.apply_to_loaded_backends()  # numba is imported now: honour the threads knob
+
+_c = np.ascontiguousarray
+
+
+# ------------------------------------------------------------------------ RNN
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H)."""
+    next_h = np.empty((x.shape[0], Wx.shape[1]), dtype=x.dtype)
+    _k.rnn_cell_forward(x @ Wx, prev_h @ Wh, _c(b), next_h)
+    return next_h, (x, prev_h, Wx, Wh, next_h)
+
+
+def rnn_step_backward(dnext_h, cache):
+    """dnext_h (N, H) -> dx, dprev_h, dWx, dWh, db."""
+    x, prev_h, Wx, Wh, next_h = cache
+    da = np.empty_like(next_h)
+    _k.rnn_cell_backward(_c(dnext_h), next_h, da)
+    return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """x (N, T, D), h0 (N, H) -> h (N, T, H)."""
+    N, T, D = x.shape
+    H = h0.shape[1]
+    xs = _c(x.transpose(1, 0, 2))                       # (T, N, D)
+    xw = (xs.reshape(T * N, D) @ Wx).reshape(T, N, H)   # every step's x @ Wx at once
+    hs = np.empty((T + 1, N, H), dtype=h0.dtype)        # hs[t] is the state entering step t
+    hs[0] = h0
+    Wh, b = _c(Wh), _c(b)
+    hw = np.empty((N, H), dtype=h0.dtype)
+    for t in range(T):
+        np.matmul(hs[t], Wh, out=hw)
+        _k.rnn_cell_forward(xw[t], hw, b, hs[t + 1])
+    return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, Wx, Wh)
+
+
+def rnn_backward(dh, cache):
+    """dh (N, T, H) upstream gradient of every hidden state -> dx, dh0, dWx, dWh, db."""
+    xs, hs, Wx, Wh = cache
+    T, N, D = xs.shape
+    H = hs.shape[2]
+    dhs = _c(dh.transpose(1, 0, 2))                     # (T, N, H)
+    da = np.empty((T, N, H), dtype=dh.dtype)            # pre-activation gradient of every step
+    dnext_h = np.empty((N, H), dtype=dh.dtype)
+    dprev_h = np.zeros((N, H), dtype=dh.dtype)
+    for t in reversed(range(T)):
+        np.add(dhs[t], dprev_h, out=dnext_h)
+        _k.rnn_cell_backward(dnext_h, hs[t + 1], da[t])
+        np.matmul(da[t], Wh.T, out=dprev_h)
+    return _weight_grads(xs, hs, da, Wx, dprev_h)
+
+
+def _weight_grads(xs, hs, da, Wx, dh0):
+    """The products left after a backward loop, one GEMM each over all timesteps.
+
+    xs (T, N, D) inputs, hs (T+1, N, H) states, da (T, N, G) pre-activation
+    gradients -> dx (N, T, D), dh0, dWx (D, G), dWh (H, G), db (G,).
+    """
+    T, N, D = xs.shape
+    H, G = hs.shape[2], da.shape[2]
+    da2 = da.reshape(T * N, G)
+    dx = _c((da2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2))
+    dWx = xs.reshape(T * N, D).T @ da2
+    dWh = hs[:-1].reshape(T * N, H).T @ da2
+    return dx, dh0, dWx, dWh, da2.sum(axis=0)
+
+
+# ------------------------------------------------------------------ embedding
+
+def word_embedding_backward(dout, cache):
+    """dout (N, T, D) -> dW (V, D); repeated words accumulate."""
+    x, W_shape = cache
+    dW = np.zeros(W_shape, dtype=dout.dtype)
+    tokens = x.reshape(-1).astype(np.intp, copy=False)
+    _k.embedding_scatter_add(_c(tokens), _c(dout).reshape(-1, W_shape[1]), dW)
+    return dW
+
+
+# ----------------------------------------------------------------------- LSTM
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """x (N, D), prev_h, prev_c (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,) -> next_h, next_c.
+
+    The cache holds the gate activations (N, 4H) and next_c; the backward
+    recomputes tanh(next_c), which is cheaper than storing it.
+    """
+    gates = x @ Wx                 # becomes the activations in place
+    prev_c = _c(prev_c)
+    next_c, next_h = np.empty_like(prev_c), np.empty_like(prev_c)
+    _k.lstm_cell_forward(gates, prev_h @ Wh, _c(b), prev_c, next_c, next_h)
+    return next_h, next_c, (x, prev_h, prev_c, Wx, Wh, gates, next_c)
+
+
+def lstm_step_backward(dnext_h, dnext_c, cache):
+    """dnext_h, dnext_c (N, H) -> dx, dprev_h, dprev_c, dWx, dWh, db."""
+    x, prev_h, prev_c, Wx, Wh, gates, next_c = cache
+    da = np.empty_like(gates)
+    dprev_c = np.empty_like(prev_c)
+    _k.lstm_gates_backward(gates, prev_c, next_c, _c(dnext_h), _c(dnext_c), da, dprev_c)
+    return da @ Wx.T, da @ Wh.T, dprev_c, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """x (N, T, D), h0 (N, H); the initial cell state is zero -> h (N, T, H)."""
+    N, T, D = x.shape
+    H = h0.shape[1]
+    xs = _c(x.transpose(1, 0, 2))                           # (T, N, D)
+    gates = (xs.reshape(T * N, D) @ Wx).reshape(T, N, 4 * H)  # x @ Wx, then activations
+    hs = np.empty((T + 1, N, H), dtype=h0.dtype)            # hs[t], cs[t] enter step t
+    cs = np.empty((T + 1, N, H), dtype=h0.dtype)
+    hs[0] = h0
+    cs[0] = 0
+    Wh, b = _c(Wh), _c(b)
+    hw = np.empty((N, 4 * H), dtype=h0.dtype)
+    for t in range(T):
+        np.matmul(hs[t], Wh, out=hw)
+        _k.lstm_cell_forward(gates[t], hw, b, cs[t], cs[t + 1], hs[t + 1])
+    return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, cs, gates, Wx, Wh)
+
+
+def lstm_backward(dh, cache):
+    """dh (N, T, H) upstream gradient of every hidden state -> dx, dh0, dWx, dWh, db."""
+    xs, hs, cs, gates, Wx, Wh = cache
+    T, N, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    dhs = _c(dh.transpose(1, 0, 2))                         # (T, N, H)
+    da = np.empty((T, N, 4 * H), dtype=dh.dtype)
+    dnext_h = np.empty((N, H), dtype=dh.dtype)
+    dprev_h = np.zeros((N, H), dtype=dh.dtype)
+    dnext_c = np.zeros((N, H), dtype=dh.dtype)
+    dprev_c = np.empty((N, H), dtype=dh.dtype)
+    for t in reversed(range(T)):
+        np.add(dhs[t], dprev_h, out=dnext_h)
+        _k.lstm_gates_backward(gates[t], cs[t], cs[t + 1], dnext_h, dnext_c, da[t], dprev_c)
+        dnext_c, dprev_c = dprev_c, dnext_c
+        np.matmul(da[t], Wh.T, out=dprev_h)
+    return _weight_grads(xs, hs, da, Wx, dprev_h)
+
+
+# -------------------------------------------------------------------- softmax
+
+def temporal_softmax_loss(x, y, mask, verbose=False):
+    """Masked softmax cross-entropy over every (n, t), summed and divided by N.
+
+    x (N, T, V), y int (N, T), mask (N, T) -> loss (scalar of x's dtype), dx (N, T, V).
+    """
+    N, T, V = x.shape
+    scores = _c(x).reshape(N * T, V)
+    dx = np.empty_like(scores)
+    row_loss = np.empty(N * T)
+    _k.softmax_xent_rows(scores, _tokens(y), _c(mask).reshape(N * T).astype(x.dtype),
+                         1.0 / N, dx, row_loss)
+    if verbose:
+        print("dx_flat: ", dx.shape)
+    return x.dtype.type(row_loss.sum() / N), dx.reshape(N, T, V)
+
+
+def _tokens(y):
+    """Integer ids as one flat C-contiguous intp array (one compiled signature)."""
+    return _c(y.reshape(-1).astype(np.intp, copy=False))
+
+
+# ------------------------------------------------------- engine kernels (KERNELS)
+# The in-place contracts documented in numpy_backend.
+
+def lstm_gates_forward(a, prev_c, next_c, next_h):
+    """a (n, 4H) pre-activations -> gate activations in place; next_c, next_h (n, H) written."""
+    _k.lstm_gates_forward(a, prev_c, next_c, next_h)
+
+
+def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
+    """-> da (n, 4H) and dprev_c (n, H), written in place."""
+    _k.lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c)
+
+
+def softmax_cross_entropy_rows(scores, y, scale):
+    """scores (R, V) -> scale * (softmax - onehot(y)) in place; returns the summed loss."""
+    R = scores.shape[0]
+    row_loss = np.empty(R)
+    _k.softmax_xent_rows(scores, _tokens(y), np.ones(R, dtype=scores.dtype), float(scale),
+                         scores, row_loss)
+    return float(row_loss.sum())
