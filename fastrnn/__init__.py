@@ -4,7 +4,9 @@
 the NumPy backend is the reference that every compiled backend is tested against.
 """
 from fastrnn.backends import available_backends, get_backend, set_backend, use_backend
+from fastrnn.threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
-__all__ = ["available_backends", "get_backend", "set_backend", "use_backend", "__version__"]
+__all__ = ["available_backends", "get_backend", "set_backend", "use_backend",
+           "get_num_threads", "set_num_threads", "__version__"]
