@@ -1,0 +1,268 @@
+"""The Cython/OpenMP backend: BLAS for the products, one fused pass for the rest.
+
+Every matrix product is a numpy ``@`` (OpenBLAS); the elementwise work around
+it runs in ``fastrnn.backends._cython_kernels`` (built from
+``kernels/_cython_kernels.pyx``): nonlinearities, cell update and their
+gradients fused per row, parallel over the batch with the GIL released.
+
+Three layout choices carry most of the speed:
+
+* A step's inputs are stacked once into ``z = [x, prev_h, 1]`` of shape
+  (N, D+H+1). The forward multiplies views of it; the backward gets dWx, dWh
+  and db from ONE product ``z.T @ da`` (the column of ones yields db).
+* Sequences keep ``z`` for all timesteps (N, T, D+H+1): the input projection
+  of every timestep is one GEMM, each h_{t-1} is written into z by the kernel
+  that computes it, and the weight gradients are one GEMM after the loop.
+* ``a @ Wh.T`` with Wh (H, 4H) is computed as ``(Wh @ a.T).T``, which
+  OpenBLAS runs about 30% faster at H = 2048.
+
+Caches are private to this backend (``fastrnn.layers`` routes a cache back to
+the backend that made it). Inputs arrive validated but may be non-contiguous.
+"""
+import importlib
+
+import numpy as np
+
+from fastrnn import threads
+from fastrnn.backends import _cython_kernels
+
+
+def _kernels():
+    """The AVX2+FMA build of the kernels when this CPU runs it, else the portable one."""
+    if _cython_kernels.cpu_has_avx2_fma():
+        try:
+            return importlib.import_module("fastrnn.backends._cython_kernels_avx2")
+        except ImportError:      # not built (non-x86 build machine): the portable one
+            pass
+    return _cython_kernels
+
+
+_k = _kernels()
+KERNELS_BUILD = _k.__name__.rsplit(".", 1)[1]     # which build runs, for benchmarks
+
+# Both builds share the OpenMP runtime, so one thread setting covers them.
+set_num_threads = _k.set_num_threads
+get_num_threads = _k.get_num_threads
+threads.apply_to_loaded_backends()
+
+_c = np.ascontiguousarray
+
+
+def _stack_inputs(x, prev_h):
+    """z = [x, prev_h, 1], shape (N, D+H+1): one buffer for the forward views and
+    for the single weight-gradient product of the backward."""
+    N, D = x.shape
+    z = np.empty((N, D + prev_h.shape[1] + 1), dtype=x.dtype)
+    z[:, :D] = x
+    z[:, D:-1] = prev_h
+    z[:, -1] = 1
+    return z
+
+
+def _split_weight_grads(dW, D, H):
+    """dW = z.T @ da, (D+H+1, M) -> dWx (D, M), dWh (H, M), db (M,): contiguous row views."""
+    return dW[:D], dW[D:D + H], dW[D + H]
+
+
+# --------------------------------------------------------------------- affine
+
+def affine_forward(x, w, b):
+    """x (N, D), w (D, M), b (M,) -> out (N, M)."""
+    out = x @ w
+    out += b                 # in place: no second (N, M) temporary
+    return out, (x, w)
+
+
+def affine_backward(dout, cache):
+    """dout (N, M) -> dx (N, D), dw (D, M), db (M,)."""
+    x, w = cache
+    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+
+
+# ------------------------------------------------------------------------ RNN
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H)."""
+    D = x.shape[1]
+    z = _stack_inputs(x, prev_h)
+    next_h = np.empty_like(z[:, D:-1])
+    _k.rnn_cell_forward(z[:, :D] @ Wx, z[:, D:-1] @ Wh, _c(b), next_h)
+    return next_h, (z, Wx, Wh, next_h.copy())
+
+
+def rnn_step_backward(dnext_h, cache):
+    """dnext_h (N, H) -> dx, dprev_h, dWx, dWh, db."""
+    z, Wx, Wh, next_h = cache
+    da = np.empty_like(next_h)
+    _k.rnn_cell_backward(_c(dnext_h), next_h, da)
+    D, H = Wx.shape
+    return (da @ Wx.T, da @ Wh.T) + _split_weight_grads(z.T @ da, D, H)
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """x (N, T, D), h0 (N, H) -> h (N, T, H)."""
+    N, T, D = x.shape
+    H = h0.shape[1]
+    z = np.empty((N, T, D + H + 1), dtype=h0.dtype)
+    z[:, :, :D] = x
+    z[:, 0, D:-1] = h0
+    z[:, :, -1] = 1
+    xw = (z[:, :, :D].reshape(N * T, D) @ Wx).reshape(N, T, H)   # all timesteps: one GEMM
+    h = np.empty((N, T, H), dtype=h0.dtype)
+    h_last = np.empty((N, H), dtype=h0.dtype)
+    _k.rnn_forward(xw, z, _c(b), Wh, h, h_last, np.empty((N, H), dtype=h0.dtype))
+    return h, (z, h_last, Wx, Wh)
+
+
+def rnn_backward(dh, cache):
+    """dh (N, T, H) -> dx (N, T, D), dh0 (N, H), dWx, dWh, db."""
+    z, h_last, Wx, Wh = cache
+    N, T, H = dh.shape
+    D = Wx.shape[0]
+    da = np.empty((N, T, H), dtype=dh.dtype)
+    dh0 = np.empty((N, H), dtype=dh.dtype)
+    _k.rnn_backward(_c(dh), z, h_last, Wh, da, dh0)
+    da2 = da.reshape(N * T, H)
+    dx = (da2 @ Wx.T).reshape(N, T, D)
+    return (dx, dh0) + _split_weight_grads(z.reshape(N * T, -1).T @ da2, D, H)
+
+
+# ------------------------------------------------------------------ embedding
+
+def word_embedding_forward(x, W):
+    """x int (N, T), W (V, D) -> out (N, T, D)."""
+    return W[x], (x, W.shape)
+
+
+def word_embedding_backward(dout, cache):
+    """dout (N, T, D) -> dW (V, D); repeated words accumulate (race-free column blocks)."""
+    x, W_shape = cache
+    dW = np.zeros(W_shape, dtype=dout.dtype)
+    _k.embedding_backward(_c(x.reshape(-1), dtype=np.intp), _c(dout).reshape(-1, W_shape[1]), dW)
+    return dW
+
+
+# ----------------------------------------------------------------------- LSTM
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """x (N, D), prev_h, prev_c (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,) -> next_h, next_c."""
+    D = x.shape[1]
+    z = _stack_inputs(x, prev_h)
+    prev_c = _c(prev_c)
+    gates = z[:, :D] @ Wx                   # becomes the gate activations in place
+    next_h, next_c, tanh_c = (np.empty_like(prev_c) for _ in range(3))
+    _k.lstm_cell_forward(gates, z[:, D:-1] @ Wh, _c(b), prev_c, next_c, next_h, tanh_c)
+    return next_h, next_c, (z, prev_c, Wx, Wh, gates, tanh_c)
+
+
+def lstm_step_backward(dnext_h, dnext_c, cache):
+    """dnext_h, dnext_c (N, H) -> dx, dprev_h, dprev_c, dWx, dWh, db."""
+    z, prev_c, Wx, Wh, gates, tanh_c = cache
+    da = np.empty_like(gates)
+    dprev_c = np.empty_like(prev_c)
+    _k.lstm_cell_backward(gates, prev_c, tanh_c, _c(dnext_h), _c(dnext_c), da, dprev_c)
+    dx = da @ Wx.T
+    dprev_h = (Wh @ da.T).T                  # = da @ Wh.T, faster in OpenBLAS (F-ordered result)
+    return (dx, dprev_h, dprev_c) + _split_weight_grads(z.T @ da, Wx.shape[0], Wh.shape[0])
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """x (N, T, D), h0 (N, H); zero initial cell state -> h (N, T, H)."""
+    N, T, D = x.shape
+    H = h0.shape[1]
+    dtype = h0.dtype
+    z = np.empty((N, T, D + H + 1), dtype=dtype)
+    z[:, :, :D] = x
+    z[:, 0, D:-1] = h0
+    z[:, :, -1] = 1
+    gates = (z[:, :, :D].reshape(N * T, D) @ Wx).reshape(N, T, 4 * H)   # one GEMM for all t
+    c, tanh_c, h = (np.empty((N, T, H), dtype=dtype) for _ in range(3))
+    _k.lstm_forward(gates, z, _c(b), Wh, c, tanh_c, h, np.empty((N, 4 * H), dtype=dtype))
+    return h, (z, gates, c, tanh_c, Wx, Wh)
+
+
+def lstm_backward(dh, cache):
+    """dh (N, T, H) -> dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,)."""
+    z, gates, c, tanh_c, Wx, Wh = cache
+    N, T, H = dh.shape
+    D = Wx.shape[0]
+    da = np.empty_like(gates)
+    dh0_T = np.empty((H, N), dtype=dh.dtype)
+    _k.lstm_backward(_c(dh), gates, c, tanh_c, Wh, da, dh0_T,
+                     np.empty((N, H), dtype=dh.dtype), np.zeros((N, H), dtype=dh.dtype))
+    da2 = da.reshape(N * T, 4 * H)
+    dx = (da2 @ Wx.T).reshape(N, T, D)                 # all timesteps: one GEMM
+    dW = z.reshape(N * T, -1).T @ da2                  # dWx, dWh, db: one GEMM
+    return (dx, dh0_T.T) + _split_weight_grads(dW, D, H)
+
+
+# ------------------------------------------------------------ temporal layers
+
+def temporal_affine_forward(x, w, b):
+    """x (N, T, D), w (D, M), b (M,) -> out (N, T, M)."""
+    N, T, D = x.shape
+    out = x.reshape(N * T, D) @ w
+    out += b
+    return out.reshape(N, T, w.shape[1]), (x, w)
+
+
+def temporal_affine_backward(dout, cache):
+    """dout (N, T, M) -> dx (N, T, D), dw (D, M), db (M,)."""
+    x, w = cache
+    N, T, D = x.shape
+    dout2 = dout.reshape(N * T, w.shape[1])
+    return (dout2 @ w.T).reshape(N, T, D), x.reshape(N * T, D).T @ dout2, dout2.sum(axis=0)
+
+
+def temporal_softmax_loss(x, y, mask, verbose=False):
+    """Masked softmax cross-entropy summed over (n, t), divided by N -> loss, dx (N, T, V).
+
+    One fused pass per row (max, exp, log-sum-exp, loss, gradient), parallel over
+    rows; per-row losses go to their own slots and are summed afterwards.
+    """
+    N, T, V = x.shape
+    R = N * T
+    dx = np.empty((N, T, V), dtype=x.dtype)
+    row_loss = np.empty(R, dtype=np.float64)
+    _k.softmax_xent_rows(_c(x).reshape(R, V), _c(y.reshape(R), dtype=np.intp),
+                         _c(mask.reshape(R), dtype=x.dtype), dx.reshape(R, V), row_loss, 1.0 / N)
+    if verbose:
+        print("dx_flat: ", (R, V))
+    return x.dtype.type(row_loss.sum() / N), dx
+
+
+# ------------------------------------------------------- engine kernels (KERNELS)
+
+def _rows_ok(*arrays):
+    """True when every array has contiguous rows (what the kernels index directly)."""
+    return all(a.ndim == 2 and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) for a in arrays)
+
+
+def lstm_gates_forward(a, prev_c, next_c, next_h):
+    """In place: a (n, 4H) pre-activations -> gate activations; next_c, next_h (n, H) written.
+    Same contract as numpy_backend.lstm_gates_forward."""
+    if not (_rows_ok(a, prev_c) and next_c.flags.c_contiguous and next_h.flags.c_contiguous):
+        from fastrnn.backends import numpy_backend
+        return numpy_backend.lstm_gates_forward(a, prev_c, next_c, next_h)
+    _k.lstm_cell_forward(a, None, None, prev_c, next_c, next_h, None)
+
+
+def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
+    """da (n, 4H) and dprev_c (n, H) written in place; see numpy_backend.lstm_gates_backward."""
+    if not all(a.flags.c_contiguous for a in (next_c, dnext_h, dnext_c, da, dprev_c)) \
+            or not _rows_ok(gates, prev_c):
+        from fastrnn.backends import numpy_backend
+        return numpy_backend.lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c)
+    tanh_c = np.empty_like(next_c)
+    _k.tanh_into(next_c, tanh_c)
+    _k.lstm_cell_backward(gates, prev_c, tanh_c, dnext_h, dnext_c, da, dprev_c)
+
+
+def softmax_cross_entropy_rows(scores, y, scale):
+    """scores (R, V) overwritten with scale * (softmax - onehot(y)); returns the summed loss."""
+    if not scores.flags.c_contiguous:
+        from fastrnn.backends import numpy_backend
+        return numpy_backend.softmax_cross_entropy_rows(scores, y, scale)
+    row_loss = np.empty(scores.shape[0], dtype=np.float64)
+    _k.softmax_xent_rows(scores, _c(y, dtype=np.intp), None, scores, row_loss, float(scale))
+    return float(row_loss.sum())
