@@ -239,3 +239,43 @@ def test_short_real_cola_run(capsys, tmp_path):
     result = torch.load(tmp_path / "real.pt", weights_only=False)["result"]
     assert result["majority_accuracy"] == pytest.approx(0.6913, abs=1e-4)
     assert 0.0 <= result["test_accuracy"] <= 1.0 and -1.0 <= result["test_mcc"] <= 1.0
+
+
+def _is_one_local_edit(original, copy):
+    """copy is original with two neighbouring words swapped, one word dropped or repeated."""
+    if len(copy) == len(original):
+        diff = [i for i, (a, b) in enumerate(zip(original, copy)) if a != b]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and \
+            (copy[diff[0]], copy[diff[1]]) == (original[diff[1]], original[diff[0]])
+    if len(copy) == len(original) - 1:
+        return any(original[:i] + original[i + 1:] == copy for i in range(len(original)))
+    if len(copy) == len(original) + 1:
+        return any(original[:i] + [original[i]] + original[i:] == copy
+                   for i in range(len(original)))
+    return False
+
+
+def test_corrupted_copies_are_labelled_unacceptable_and_differ_by_one_local_edit():
+    torch.manual_seed(0)
+    T, pad = 12, 0
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([11, 8, 5, 3, 9, 12, 6, 7])
+    pad_mask = torch.arange(T)[None, :] >= lengths[:, None]
+    ids = torch.randint(3, 50, (8, T), generator=g).masked_fill(pad_mask, pad)
+    ids[:, 0] = 2                                        # [CLS]
+    labels = torch.tensor([1., 1., 1., 1., 0., 1., 1., 1.])
+    new_ids, new_mask, new_labels = cli.add_corrupted_copies(ids, pad_mask, labels, 1.0, pad)
+    # Every acceptable row long enough (>= 5 tokens) gets one copy; the others none.
+    sources = [0, 1, 2, 5, 6, 7]
+    assert torch.equal(new_ids[:8], ids) and torch.equal(new_labels[:8], labels)
+    assert new_labels[8:].tolist() == [0.0] * len(sources)
+    edits = 0
+    for source, row in zip(sources, range(8, len(new_ids))):
+        original = ids[source][~pad_mask[source]].tolist()
+        copy = new_ids[row][~new_mask[row]].tolist()
+        assert (new_ids[row][new_mask[row]] == pad).all()
+        assert copy[0] == original[0] and copy[-1] == original[-1]   # [CLS] and the last token
+        if copy != original:  # swapping two equal words or repeating at full length is a no-op
+            assert _is_one_local_edit(original, copy), (original, copy)
+            edits += 1
+    assert edits >= len(sources) - 1
