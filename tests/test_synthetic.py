@@ -253,6 +253,22 @@ def test_existing_folder_is_kept(tiny, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["empty", "taken"]  # no temporary folders left
 
 
+def test_folder_appearing_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    target = tmp_path / "raced"
+    real_write = synthetic._write_dataset
+
+    def other_process_wins(folder, *args):
+        info = real_write(folder, *args)
+        target.mkdir()
+        (target / "theirs").write_text("x")
+        return info
+
+    monkeypatch.setattr(synthetic, "_write_dataset", other_process_wins)
+    with pytest.raises(FileExistsError, match="appeared"):
+        synthetic.generate(target, size=40, progress=False)
+    assert os.listdir(target) == ["theirs"] and os.listdir(tmp_path) == ["raced"]
+
+
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     calls = []
 
@@ -275,6 +291,12 @@ def test_ensure_dataset_caches(tmp_path, monkeypatch):
     stamp = os.stat(os.path.join(path, "coco2014_captions.h5")).st_mtime_ns
     assert synthetic.ensure_dataset("tiny", seed=2, cache_dir=tmp_path) == path
     assert os.stat(os.path.join(path, "coco2014_captions.h5")).st_mtime_ns == stamp
+    # a folder without synthetic_info.json was not written by the generator: replaced
+    foreign = tmp_path / os.path.basename(path).replace("seed2", "seed3")
+    foreign.mkdir()
+    (foreign / "junk").write_text("x")
+    assert synthetic.ensure_dataset("tiny", seed=3, cache_dir=tmp_path) == str(foreign)
+    assert set(os.listdir(foreign)) == FILES
     monkeypatch.setenv("FASTRNN_CACHE", str(tmp_path / "env"))
     env_path = synthetic.ensure_dataset("tiny", seed=2)
     assert env_path.startswith(str(tmp_path / "env"))

@@ -40,7 +40,7 @@ Each noun, verb, place and determiner has synonyms ("man"/"guy"/"person", "couch
 and the optional aux; colour, place and adjectives are sometimes left out. Adjectives and
 tail nouns are the vocabulary's filler words, drawn from a Zipf distribution: the frequent
 ones ("large", "small", "tree") often, the rest rarely, and ranks past the vocabulary become
-``<UNK>`` (about 1-2% of captions hold one), as COCO's rare words do. Articles are fixed
+``<UNK>`` (about 4% of captions hold one), as COCO's rare words do. Articles are fixed
 afterwards ("a orange cat" -> "an orange cat"). Captions longer than 15 words are redrawn.
 
 Vocabulary: exactly 1,004 entries, ``<NULL>``=0, ``<START>``=1, ``<END>``=2, ``<UNK>``=3, then
@@ -813,24 +813,28 @@ def generate(out_dir, size="small", seed=0, raw_features=False, progress=True, o
     os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the dataset is an ordinary folder
     try:
         info = _write_dataset(tmp, sizes, size, seed, raw_features, progress)
-        _move_into_place(tmp, out_dir)
+        _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
 
 
-def _move_into_place(tmp, out_dir):
-    if os.path.isdir(out_dir) and not os.listdir(out_dir):
-        os.rmdir(out_dir)
-    if os.path.exists(out_dir):
+def _move_into_place(tmp, out_dir, overwrite):
+    """Rename the finished folder tmp to out_dir in one step (replacing it if overwrite)."""
+    if overwrite and os.path.exists(out_dir):
         trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-",
                                  dir=os.path.dirname(out_dir))
         os.rename(out_dir, os.path.join(trash, "old"))
         os.rename(tmp, out_dir)
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, out_dir)
+        return
+    try:
+        os.rename(tmp, out_dir)       # replaces an empty folder, fails on a non-empty one
+    except OSError as err:
+        if os.path.exists(out_dir):   # someone else wrote it meanwhile
+            raise FileExistsError(f"{out_dir} appeared while it was being generated") from err
+        raise
 
 
 def _write_dataset(folder, sizes, size, seed, with_raw, progress):
@@ -950,9 +954,11 @@ def ensure_dataset(size="small", seed=0, cache_dir=None, progress=True):
     split_sizes(size)   # fails early on a bad size
     name = f"synthetic-coco-v{GENERATOR_VERSION}-{size}-seed{seed}"
     path = os.path.join(cache_dir or cache_dir_default(), name)
-    if not os.path.isfile(os.path.join(path, "synthetic_info.json")):
-        try:
-            generate(path, size=size, seed=seed, progress=progress, overwrite=True)
-        except FileExistsError:   # another process finished it first
-            pass
+    if os.path.isfile(os.path.join(path, "synthetic_info.json")):
+        return path
+    try:
+        # folders appear complete or not at all, so one without its info file is foreign
+        generate(path, size=size, seed=seed, progress=progress, overwrite=os.path.exists(path))
+    except FileExistsError:   # another process finished it first
+        pass
     return path
