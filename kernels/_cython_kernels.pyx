@@ -241,10 +241,16 @@ cdef inline void _lstm_backward_row(const real* gates,    # (4H,) i, f, o, g act
                                     Py_ssize_t H) noexcept nogil:
     cdef Py_ssize_t j
     cdef real dh, dc, tc, i, f, o, g
+    cdef real* dh_row = da + 2 * H    # the o block of da holds dnext_h until it is overwritten
+    # Gather the upstream gradient first, so the main loop is unit-stride and vectorizes.
+    if dh_add != NULL:
+        for j in range(H):
+            dh_row[j] = dnext_h[j * dh_step] + dh_add[j]
+    else:
+        for j in range(H):
+            dh_row[j] = dnext_h[j * dh_step]
     for j in range(H):
-        dh = dnext_h[j * dh_step]
-        if dh_add != NULL:
-            dh = dh + dh_add[j]
+        dh = dh_row[j]
         i, f, o, g = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
         tc = tanh_c[j]
         # Same operation order as the reference, so float64 agrees to the last bits.
