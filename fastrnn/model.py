@@ -16,8 +16,9 @@ import numbers
 
 import numpy as np
 
-from fastrnn import layers
+from fastrnn import engine, layers
 from fastrnn._validate import FLOAT_DTYPES
+from fastrnn.backends import REFERENCE, get_backend
 
 __all__ = ["CaptioningRNN"]
 
@@ -111,6 +112,11 @@ class CaptioningRNN:
         holding a gradient for every key of ``params``.
         """
         features, captions = self._check_batch(features, captions)
+        if get_backend() != REFERENCE and self.cell_type in engine.CELL_TYPES:
+            # The fused path (fastrnn.engine) on the active backend's kernels; equal to
+            # the reference, which the NumPy backend keeps running for readability.
+            return engine.captioning_loss(self.params, features, captions,
+                                          null_idx=self._null, cell_type=self.cell_type)
         return self._loss_reference(features, captions)
 
     def _check_batch(self, features, captions):
