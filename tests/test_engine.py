@@ -244,3 +244,31 @@ def test_timings_name_every_phase():
     assert {"forward: recurrence", "backward: recurrence", "vocabulary + softmax",
             "weight gradients"} <= set(timings)
     assert all(v >= 0 for v in timings.values())
+
+
+COMPILED = [name for name in KERNELS if name != "numpy"]
+
+
+@pytest.mark.parametrize("backend_name", COMPILED or [pytest.param("none", marks=pytest.mark.skip(
+    reason="no compiled backend in this install"))])
+def test_model_uses_the_fast_path_on_compiled_backends(backend_name, monkeypatch):
+    rng = np.random.default_rng(15)
+    model = _model(rng, "lstm", np.float64)
+    features, captions = rng.standard_normal((6, 7)), _captions(rng, 6, 5, 13)
+    calls = []
+    fused = engine.captioning_loss
+    monkeypatch.setattr(engine, "captioning_loss", lambda *a, **kw: calls.append(1) or fused(*a, **kw))
+    loss0, grads0 = _reference(model, features, captions)
+    with fastrnn.use_backend(backend_name):
+        loss1, grads1 = model.loss(features, captions)
+    assert calls == [1]
+    assert rel_error(loss0, loss1) < 1e-10
+    assert all(rel_error(grads0[k], grads1[k]) < 1e-8 for k in grads0)
+
+
+def test_model_keeps_the_reference_path_on_the_numpy_backend(monkeypatch):
+    rng = np.random.default_rng(16)
+    model = _model(rng, "rnn", np.float64)
+    monkeypatch.setattr(engine, "captioning_loss", lambda *a, **kw: pytest.fail("fast path used"))
+    with fastrnn.use_backend("numpy"):
+        model.loss(rng.standard_normal((3, 7)), _captions(rng, 3, 4, 13))
