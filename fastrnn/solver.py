@@ -194,7 +194,7 @@ class CaptioningSolver:
         try:
             captions, features, _ = sample_coco_minibatch(
                 self.data, batch_size=self.batch_size, split="train", rng=self.rng)
-            loss, grads = self.model.loss(features, captions)
+            loss, grads = self._loss_and_grads(features, captions)
             loss = float(loss)
             self._check_finite(loss, grads)
             new_params, new_configs = {}, {}
@@ -215,6 +215,10 @@ class CaptioningSolver:
                     if "learning_rate" in config:
                         config["learning_rate"] = float(config["learning_rate"]) * self.lr_decay
         return loss
+
+    def _loss_and_grads(self, features, captions):
+        """Loss and gradients of one global minibatch (data-parallel training overrides it)."""
+        return self.model.loss(features, captions)
 
     def _check_finite(self, loss, grads):
         bad = None if np.isfinite(loss) else f"loss is {loss}"
