@@ -261,6 +261,20 @@ def test_kernels_match_reference(backend, name, n, H, dtype):
         assert_close(got_args[k], ref_args[k], f"{name} argument {k}")
 
 
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_lstm_gates_backward_may_update_dc_in_place(backend, dtype):
+    """dprev_c may be dnext_c itself, as in the reference (which reads before it writes)."""
+    args, _ = _kernel_args("lstm_gates_backward", Inputs(4, dtype, "C"), 6, 13, R=0, V=0)
+    ref_args = [a.copy() for a in args]
+    got_args = [a.copy() for a in args]
+    load_backend(REFERENCE).lstm_gates_backward(*ref_args)
+    got_args[6] = got_args[4]  # dprev_c is dnext_c
+    getattr(load_backend(backend), "lstm_gates_backward")(*got_args)
+    assert_close(got_args[5], ref_args[5], "da")
+    assert_close(got_args[4], ref_args[6], "dprev_c")
+
+
 # ------------------------------------------------------------------ bad input
 
 def _bad_calls():

@@ -129,6 +129,12 @@ def _sigmoid(x):
 
 
 # ----------------------------------------------------------------------- LSTM
+# The parallel kernels only hand rows to serial row functions. Numba's parfor
+# passes assume that distinct array arguments never alias and may reorder reads
+# and writes inside a prange body accordingly; a plain function call leaves them
+# nothing to reorder, so callers may pass overlapping arrays where the
+# reference allows it (e.g. scores updated in place).
+#
 # Each row is done in a few short loops rather than one: a loop that writes two
 # arrays and reads five needs more runtime alias checks than LLVM will emit, and
 # then it stays scalar (measured 3-4x slower). A row (4H values) stays in cache
@@ -142,30 +148,42 @@ def lstm_cell_forward(a, hw, b, prev_c, next_c, next_h):
     hw (n, 4H) prev_h @ Wh; b (4H,); prev_c (n, H) -> next_c, next_h (n, H).
     The pre-activation is (x @ Wx + prev_h @ Wh) + b, the reference's order.
     """
-    n, H = prev_c.shape
-    for r in prange(n):
-        for k in range(3 * H):
-            a[r, k] = _sigmoid((a[r, k] + hw[r, k]) + b[k])
-        for k in range(3 * H, 4 * H):
-            a[r, k] = _tanh((a[r, k] + hw[r, k]) + b[k])
-        _lstm_cell_update(a, r, prev_c, next_c, next_h)
+    for r in prange(prev_c.shape[0]):
+        _lstm_activate_sum_row(a, hw, b, r)
+        _lstm_cell_row(a, prev_c, next_c, next_h, r)
 
 
 @njit(**_PARALLEL)
 def lstm_gates_forward(a, prev_c, next_c, next_h):
     """The KERNELS contract (see numpy_backend): a (n, 4H) pre-activations in,
     gate activations out; prev_c (n, H) -> next_c, next_h (n, H)."""
-    n, H = prev_c.shape
-    for r in prange(n):
-        for k in range(3 * H):
-            a[r, k] = _sigmoid(a[r, k])
-        for k in range(3 * H, 4 * H):
-            a[r, k] = _tanh(a[r, k])
-        _lstm_cell_update(a, r, prev_c, next_c, next_h)
+    for r in prange(prev_c.shape[0]):
+        _lstm_activate_row(a, r)
+        _lstm_cell_row(a, prev_c, next_c, next_h, r)
 
 
 @njit(**_SERIAL)
-def _lstm_cell_update(gates, r, prev_c, next_c, next_h):
+def _lstm_activate_sum_row(a, hw, b, r):
+    """Row r: a = [sigmoid, sigmoid, sigmoid, tanh]((a + hw) + b), blockwise."""
+    H = a.shape[1] // 4
+    for k in range(3 * H):
+        a[r, k] = _sigmoid((a[r, k] + hw[r, k]) + b[k])
+    for k in range(3 * H, 4 * H):
+        a[r, k] = _tanh((a[r, k] + hw[r, k]) + b[k])
+
+
+@njit(**_SERIAL)
+def _lstm_activate_row(a, r):
+    """Row r: a = [sigmoid, sigmoid, sigmoid, tanh](a), blockwise."""
+    H = a.shape[1] // 4
+    for k in range(3 * H):
+        a[r, k] = _sigmoid(a[r, k])
+    for k in range(3 * H, 4 * H):
+        a[r, k] = _tanh(a[r, k])
+
+
+@njit(**_SERIAL)
+def _lstm_cell_row(gates, prev_c, next_c, next_h, r):
     """Row r: next_c = f * prev_c + i * g, next_h = o * tanh(next_c)."""
     H = prev_c.shape[1]
     for j in range(H):
@@ -178,28 +196,34 @@ def _lstm_cell_update(gates, r, prev_c, next_c, next_h):
 def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
     """The KERNELS contract: gates (n, 4H) activations; prev_c, next_c (n, H);
     dnext_h, dnext_c (n, H) upstream -> da (n, 4H) pre-activation gradient,
-    dprev_c (n, H). da's o block and dprev_c double as row scratch space."""
-    n, H = prev_c.shape
-    for r in prange(n):
-        for j in range(H):   # tanh(next_c), parked in da's o block
-            da[r, 2 * H + j] = _tanh(next_c[r, j])
-        for j in range(H):   # dc (parked in dprev_c) and the o gradient
-            tanh_c = da[r, 2 * H + j]
-            o = gates[r, 2 * H + j]
-            one = _like(1.0, o)
-            dh = dnext_h[r, j]
-            dprev_c[r, j] = dnext_c[r, j] + dh * o * (one - tanh_c * tanh_c)
-            da[r, 2 * H + j] = dh * tanh_c * o * (one - o)
-        for j in range(H):
-            dc = dprev_c[r, j]
-            i = gates[r, j]
-            f = gates[r, H + j]
-            g = gates[r, 3 * H + j]
-            one = _like(1.0, i)
-            da[r, j] = dc * g * i * (one - i)
-            da[r, H + j] = dc * prev_c[r, j] * f * (one - f)
-            da[r, 3 * H + j] = dc * i * (one - g * g)
-            dprev_c[r, j] = dc * f
+    dprev_c (n, H) (which may be dnext_c itself)."""
+    for r in prange(prev_c.shape[0]):
+        _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r)
+
+
+@njit(**_SERIAL)
+def _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r):
+    """Row r of lstm_gates_backward; da's o block and dprev_c double as scratch."""
+    H = prev_c.shape[1]
+    for j in range(H):   # tanh(next_c), parked in da's o block
+        da[r, 2 * H + j] = _tanh(next_c[r, j])
+    for j in range(H):   # dc (parked in dprev_c) and the o gradient
+        tanh_c = da[r, 2 * H + j]
+        o = gates[r, 2 * H + j]
+        one = _like(1.0, o)
+        dh = dnext_h[r, j]
+        dprev_c[r, j] = dnext_c[r, j] + dh * o * (one - tanh_c * tanh_c)
+        da[r, 2 * H + j] = dh * tanh_c * o * (one - o)
+    for j in range(H):   # the i, f, g gradients, then dc becomes dprev_c
+        dc = dprev_c[r, j]
+        i = gates[r, j]
+        f = gates[r, H + j]
+        g = gates[r, 3 * H + j]
+        one = _like(1.0, i)
+        da[r, j] = dc * g * i * (one - i)
+        da[r, H + j] = dc * prev_c[r, j] * f * (one - f)
+        da[r, 3 * H + j] = dc * i * (one - g * g)
+        dprev_c[r, j] = dc * f
 
 
 # ------------------------------------------------------------------------ RNN
@@ -208,20 +232,28 @@ def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
 def rnn_cell_forward(xw, hw, b, next_h):
     """xw, hw (n, H) the products x @ Wx, prev_h @ Wh; b (H,) ->
     next_h (n, H) = tanh((x @ Wx + prev_h @ Wh) + b)."""
-    n, H = next_h.shape
-    for r in prange(n):
-        for j in range(H):
-            next_h[r, j] = _tanh((xw[r, j] + hw[r, j]) + b[j])
+    for r in prange(next_h.shape[0]):
+        _rnn_forward_row(xw, hw, b, next_h, r)
+
+
+@njit(**_SERIAL)
+def _rnn_forward_row(xw, hw, b, next_h, r):
+    for j in range(next_h.shape[1]):
+        next_h[r, j] = _tanh((xw[r, j] + hw[r, j]) + b[j])
 
 
 @njit(**_PARALLEL)
 def rnn_cell_backward(dnext_h, next_h, da):
     """dnext_h, next_h (n, H) -> da (n, H), the gradient through tanh."""
-    n, H = next_h.shape
-    for r in prange(n):
-        for j in range(H):
-            h = next_h[r, j]
-            da[r, j] = dnext_h[r, j] * (_like(1.0, h) - h * h)
+    for r in prange(next_h.shape[0]):
+        _rnn_backward_row(dnext_h, next_h, da, r)
+
+
+@njit(**_SERIAL)
+def _rnn_backward_row(dnext_h, next_h, da, r):
+    for j in range(next_h.shape[1]):
+        h = next_h[r, j]
+        da[r, j] = dnext_h[r, j] * (_like(1.0, h) - h * h)
 
 
 # ------------------------------------------------------------------ embedding
@@ -259,9 +291,7 @@ def softmax_xent_rows(scores, y, weight, scale, out, row_loss):
     Each thread writes its own rows; the caller sums row_loss.
     """
     for r in prange(scores.shape[0]):
-        # The row work lives in a serial function on purpose: Numba's parfor
-        # passes assume distinct array arguments never alias and may move a read
-        # of scores past a write to out, which breaks the in-place use.
+        # a serial row function, so that out may be scores (see the LSTM note)
         row_loss[r] = _softmax_xent_row(scores, y[r], weight[r], scale, out, r)
 
 
