@@ -168,7 +168,8 @@ def _lstm_activate_sum_row(a, hw, b, r):
     H = a.shape[1] // 4
     for k in range(3 * H):
         a[r, k] = _sigmoid((a[r, k] + hw[r, k]) + b[k])
-    for k in range(3 * H, 4 * H):
+    for j in range(H):  # not range(3H, 4H): a loop that starts at 0 vectorises
+        k = 3 * H + j
         a[r, k] = _tanh((a[r, k] + hw[r, k]) + b[k])
 
 
@@ -178,8 +179,8 @@ def _lstm_activate_row(a, r):
     H = a.shape[1] // 4
     for k in range(3 * H):
         a[r, k] = _sigmoid(a[r, k])
-    for k in range(3 * H, 4 * H):
-        a[r, k] = _tanh(a[r, k])
+    for j in range(H):
+        a[r, 3 * H + j] = _tanh(a[r, 3 * H + j])
 
 
 @njit(**_SERIAL)
@@ -272,11 +273,11 @@ def embedding_scatter_add(tokens, dout, dW):
     blocks = (D + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK
     for blk in prange(blocks):
         lo = blk * _COLUMN_BLOCK
-        hi = min(lo + _COLUMN_BLOCK, D)
+        width = min(_COLUMN_BLOCK, D - lo)
         for k in range(R):
             row = tokens[k]
-            for j in range(lo, hi):
-                dW[row, j] += dout[k, j]
+            for j in range(width):
+                dW[row, lo + j] += dout[k, lo + j]
 
 
 # -------------------------------------------------------------------- softmax
