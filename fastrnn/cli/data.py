@@ -43,7 +43,7 @@ def build_parser():
     synth.add_argument("--seed", type=int, default=0, help="random seed of the images and "
                        "captions (default: 0)")
     synth.add_argument("--raw-features", action="store_true",
-                       help="also write the raw 4096-d fc7 feature files (1.4 GB at full size)")
+                       help="also write the raw 4096-d fc7 feature files (2 GB at full size)")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace --out if it already holds files")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")

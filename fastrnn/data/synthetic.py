@@ -795,7 +795,7 @@ def generate(out_dir, size="small", seed=0, raw_features=False, progress=True, o
 
     size: "tiny" (1,500 train captions), "small" (20,000), "full" (COCO's 400,135 / 195,954
     captions of 82,783 / 40,504 images) or a number of train captions (val scaled alike).
-    raw_features: also write the 4096-d fc7 files (1.4 GB at full size).
+    raw_features: also write the 4096-d fc7 files (2 GB at full size: 1.4 train, 0.7 val).
     The folder appears complete or not at all (written to a temporary folder, then renamed).
     overwrite: replace an existing non-empty out_dir (otherwise FileExistsError).
     """
