@@ -150,6 +150,15 @@ def test_caption_ids_beyond_vocabulary(copy_dir):
         load_coco_data(copy_dir)
 
 
+def test_negative_ids(copy_dir):
+    def edit(a):
+        a["train_captions"][0, 0] = -1
+        return a
+    _rewrite_h5(copy_dir / "coco2014_captions.h5", edit)
+    with pytest.raises(ValueError, match="word id -1"):
+        load_coco_data(copy_dir)
+
+
 def test_image_idxs_beyond_features(copy_dir):
     def edit(a):
         a["train_image_idxs"][0] = 310

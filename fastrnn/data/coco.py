@@ -222,14 +222,22 @@ def _read_urls(path):
 
 
 def _check_captions(captions, idxs, vocab_size, num_images, split, features_path):
-    if captions.size and (captions.min() < 0 or captions.max() >= vocab_size):
-        bad = captions.min() if captions.min() < 0 else captions.max()
+    bad = _outside(captions, vocab_size)
+    if bad is not None:
         raise ValueError(f"{split}_captions holds word id {bad}, outside the vocabulary "
                          f"[0, {vocab_size}) of {VOCAB_FILE}")
-    if idxs.size and (idxs.min() < 0 or idxs.max() >= num_images):
-        bad = idxs.min() if idxs.min() < 0 else idxs.max()
+    bad = _outside(idxs, num_images)
+    if bad is not None:
         raise ValueError(f"{split}_image_idxs holds image index {bad}, but {features_path} has "
                          f"{num_images} feature rows")
+
+
+def _outside(a, high):
+    """A value of a outside [0, high), or None."""
+    if not a.size:
+        return None
+    lo, hi = a.min(), a.max()
+    return int(lo) if lo < 0 else int(hi) if hi >= high else None
 
 
 def _subsample_train(data, max_train, seed):
