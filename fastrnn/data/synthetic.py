@@ -15,8 +15,9 @@ Scene model (one scene per image)
   parked, sitting on a surface, next to something, ...);
 - second object or place: the action's argument, either an object category ("riding a
   horse") or a place ("walking on the beach");
-- place: for object actions, an optional place drawn from the second object's habitat
-  ("riding a horse *on the beach*").
+- place / companion: an object action may also have a place, drawn from the second
+  object's habitat ("riding a horse *on the beach*"); a place action may also have a
+  companion object at home in that place ("standing in a kitchen *next to a fridge*").
 
 Features: every value of every factor has a fixed random 512-d embedding; an image's
 feature vector is the sum of its factors' embeddings, plus a rank-16 nuisance term (image
@@ -27,12 +28,14 @@ features + bias), so they carry the same information.
 
 Grammar (each of an image's ~5 captions is drawn independently from its scene)
 -----------------------------------------------------------------------------
-    caption = [prefix] subject [clothes] [early place] [aux] verb argument [late place] [tail]
+    caption = [prefix] subject [clothes] [early place] [aux] verb argument [companion]
+              [late place] [tail]
     subject = count-determiner [adjective] [colour] noun      "a young man", "two brown dogs"
     prefix  = "a picture of" | "a close up of" | ...          (or "there is"/"there are")
     clothes = "in a red shirt" | "wearing a red jacket" ...   (people with a colour)
     aux     = "is" | "are"                                    (agrees with the count)
     argument = "a"/"the" [adjective] noun  |  place phrase    ("a horse" | "on the beach")
+    companion = "next to" | "near" | "with" ... + "a"/"the" [adjective] noun
     tail    = "near a lighthouse" | "with a fountain in the background" | ...
 
 Each noun, verb, place and determiner has synonyms ("man"/"guy"/"person", "couch"/"sofa",
@@ -41,7 +44,8 @@ and the optional aux; colour, place and adjectives are sometimes left out. Adjec
 tail nouns are the vocabulary's filler words, drawn from a Zipf distribution: the frequent
 ones ("large", "small", "tree") often, the rest rarely, and ranks past the vocabulary become
 ``<UNK>`` (about 4% of captions hold one), as COCO's rare words do. Articles are fixed
-afterwards ("a orange cat" -> "an orange cat"). Captions longer than 15 words are redrawn.
+afterwards ("a orange cat" -> "an orange cat"). Lengths are shaped like COCO's by redrawing
+(LENGTH_ACCEPT): a caption over 15 words always, a short (< 8) or long (14-15) one sometimes.
 
 Vocabulary: exactly 1,004 entries, ``<NULL>``=0, ``<START>``=1, ``<END>``=2, ``<UNK>``=3, then
 the grammar's words and the filler words ordered by frequency (measured once on a fixed
@@ -65,7 +69,7 @@ from tqdm.auto import tqdm
 
 from fastrnn.data import coco
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1          # bump on any change to the output: cached datasets are keyed by it
 WORLD_SEED = 20140101          # fixed embeddings and vocabulary order: one world for all datasets
 VOCAB_SIZE = 1004
 SPECIALS = ("<NULL>", "<START>", "<END>", "<UNK>")
