@@ -63,7 +63,7 @@ class Backend:
 
 
 _loaded = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # load_backend recurses to load the reference
 _state = threading.local()  # per-thread override set by use_backend()
 _global = {"name": None}    # set_backend() / default
 
