@@ -134,3 +134,33 @@ class DistributedContext:
     def close(self):
         if self._dist.is_initialized():
             self._dist.destroy_process_group()
+
+
+def distributed_solver(context, model, data, resume=None, **solver_kwargs):
+    """A CaptioningSolver that trains data-parallel on ``context``'s process group.
+
+    Every rank draws the same global minibatch (same seed), computes the loss and
+    gradients of its own shard, and all-reduces them, so the run equals a
+    single-process run with the same global ``batch_size``. Only rank 0 shows
+    progress, evaluates and writes checkpoints. With ``resume=PATH`` every rank
+    continues the run saved there, whatever number of ranks saved it (``model`` is
+    then taken from the checkpoint).
+    """
+    from fastrnn.solver import CaptioningSolver
+
+    class DistributedCaptioningSolver(CaptioningSolver):
+        def _loss_and_grads(self, features, captions):
+            shard = context.shard(len(captions))
+            loss, grads = self.model.loss(features[shard], captions[shard])
+            weight = (shard.stop - shard.start) / len(captions)
+            return context.allreduce_gradients(loss, grads, weight, iteration=self.iteration + 1)
+
+        def train(self):
+            context.broadcast_params(self.model.params)
+            return super().train()
+
+    if not context.is_main:
+        solver_kwargs.update(progress=False, verbose=False, eval_fn=None, checkpoint_dir=None)
+    if resume is not None:
+        return DistributedCaptioningSolver.resume(resume, data, **solver_kwargs)
+    return DistributedCaptioningSolver(model, data, **solver_kwargs)
