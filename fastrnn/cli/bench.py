@@ -1,0 +1,494 @@
+"""fastrnn-bench: one captioning-LSTM training configuration, every engine side by side.
+
+Contenders (all train the same architecture from the same initial weights):
+
+- ``numpy``: the NumPy reference (``CaptioningRNN`` on the numpy backend, readable path);
+- ``numba``, ``cython``: the fused fast path (``fastrnn.engine``) on that backend's kernels;
+- ``torch``: the same model written as a PyTorch user would (``fastrnn.torch_baseline``);
+- ``torch-packed``: the same with ``pack_padded_sequence``.
+
+One iteration is loss + gradients + Adam update. Contenders take turns (round robin),
+so a burst of load from elsewhere on the machine hits all of them alike; every round
+also times one large float32 matrix product, the machine's sgemm rate under the same
+conditions. Peak memory is measured per contender in a fresh process.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import fastrnn
+from fastrnn import optim
+
+PRESETS = {
+    # SPEC section 6: the 12-hour full-COCO configuration.
+    "full": dict(N=1024, T=16, D=512, W=256, H=2048, V=1004, iters=5, warmup=1, sgemm=4096),
+    "small": dict(N=512, T=16, D=512, W=256, H=768, V=1004, iters=5, warmup=1, sgemm=2048),
+    "tiny": dict(N=16, T=16, D=32, W=16, H=32, V=1004, iters=2, warmup=1, sgemm=256),
+}
+FULL_RUN_ITERATIONS = 1170   # 3 epochs of 400,135 captions in batches of 1,024
+LEARNING_RATE = 1e-4
+TORCH_CONTENDERS = ("torch", "torch-packed")
+NUM_BATCHES = 3              # distinct minibatches, cycled through
+
+
+# ------------------------------------------------------------------ work model
+
+def dense_flops(N, T, D, W, H, V, **_):
+    """Floating-point operations of one LSTM iteration computed densely (every one of the T
+    steps for every row), as the reference formulation does; Adam and elementwise work excluded.
+
+    Forward h0 = features @ W_proj, x @ Wx, h @ Wh, h @ W_vocab; backward the gradient of
+    each weight and of each product's input (dx feeds dW_embed, dh the recurrence).
+    """
+    G = 4 * H
+    return (4 * N * D * H            # h0 forward, dW_proj
+            + 6 * N * T * W * G      # x @ Wx, dA @ Wx^T, dWx
+            + 6 * N * T * H * G      # h @ Wh, dA @ Wh^T, dWh
+            + 6 * N * T * H * V)     # scores, dscores @ W_vocab^T, dW_vocab
+
+
+# ------------------------------------------------------------------------ data
+
+# COCO-like caption lengths in words (without <START>/<END>): mean ~10.5, mostly 8-13.
+_LENGTHS = np.arange(5, 16)
+_LENGTH_P = np.array([.005, .01, .03, .12, .20, .19, .15, .11, .08, .06, .045])
+
+
+def vocabulary():
+    """The 1,004-word vocabulary of the synthetic COCO generator (or a stand-in list)."""
+    try:
+        from fastrnn.data import synthetic
+        words = list(synthetic.grammar().idx_to_word)
+    except ImportError:
+        words = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"word{i}" for i in range(1000)]
+    return {w: i for i, w in enumerate(words)}
+
+
+def make_batches(cfg, seed, count=NUM_BATCHES):
+    """``count`` minibatches (features float32 (N, D), captions int (N, T+1)) with COCO-like
+    caption lengths: synthetic-COCO captions when the generator is there, else random words."""
+    rng = np.random.default_rng(seed)
+    N, T, D, V = cfg["N"], cfg["T"], cfg["D"], cfg["V"]
+    batches = []
+    for _ in range(count):
+        captions = _synthetic_captions(N, rng)
+        if captions is None or captions.shape[1] != T + 1:
+            captions = _random_captions(N, T, V, rng)
+        features = rng.standard_normal((N, D), dtype=np.float32)
+        batches.append((features, captions.astype(np.int64)))
+    return batches
+
+
+def _synthetic_captions(N, rng):
+    try:
+        from fastrnn.data import synthetic
+    except ImportError:
+        return None
+    g = synthetic.grammar()
+    return synthetic.render_captions(synthetic.sample_scenes(N, rng, g), np.arange(N), rng, g)
+
+
+def _random_captions(N, T, V, rng):
+    """<START> words <END> <NULL>...; lengths from the COCO-like distribution, capped at T-1."""
+    lengths = np.minimum(rng.choice(_LENGTHS, N, p=_LENGTH_P / _LENGTH_P.sum()), T - 1)
+    captions = np.zeros((N, T + 1), dtype=np.int64)
+    captions[:, 0] = 1
+    for n, length in enumerate(lengths):
+        captions[n, 1:length + 1] = rng.integers(4, V, length)
+        captions[n, length + 1] = 2
+    return captions
+
+
+# ------------------------------------------------------------------ contenders
+
+class FastrnnContender:
+    """A ``CaptioningRNN`` trained with fastrnn's Adam on one backend: 'numpy' runs the
+    reference path, a compiled backend the fused engine (``CaptioningRNN.loss`` dispatch)."""
+
+    def __init__(self, backend, cfg, word_to_idx, seed, profile=False):
+        from fastrnn.model import CaptioningRNN
+        self.backend = backend
+        self.name = "numpy reference" if backend == "numpy" else f"fastrnn {backend}"
+        self.model = CaptioningRNN(word_to_idx, input_dim=cfg["D"], wordvec_dim=cfg["W"],
+                                   hidden_dim=cfg["H"], cell_type="lstm", dtype=np.float32,
+                                   seed=seed)
+        self.configs = {k: {"learning_rate": LEARNING_RATE} for k in self.model.params}
+        self.timings = {} if profile and backend != "numpy" else None
+
+    def step(self, features, captions):
+        with fastrnn.use_backend(self.backend):
+            if self.timings is not None:   # same path as model.loss, with a phase breakdown
+                from fastrnn import engine
+                loss, grads = engine.captioning_loss(
+                    self.model.params, features, captions, null_idx=self.model._null,
+                    cell_type="lstm", timings=self.timings)
+            else:
+                loss, grads = self.model.loss(features, captions)
+        t0 = time.perf_counter()
+        for k, w in self.model.params.items():
+            self.model.params[k], self.configs[k] = optim.adam(w, grads[k], self.configs[k])
+        if self.timings is not None:
+            self.timings["adam update"] = self.timings.get("adam update", 0.0) + \
+                time.perf_counter() - t0
+        return float(loss)
+
+
+class TorchContender:
+    """The PyTorch baseline, starting from the same weights as the fastrnn contenders."""
+
+    def __init__(self, packed, cfg, word_to_idx, seed, profile=False):
+        from fastrnn.model import CaptioningRNN
+        from fastrnn.torch_baseline import TorchCaptioningLSTM, TorchTrainer
+        self.name = "pytorch packed" if packed else "pytorch"
+        twin = CaptioningRNN(word_to_idx, input_dim=cfg["D"], wordvec_dim=cfg["W"],
+                             hidden_dim=cfg["H"], cell_type="lstm", dtype=np.float32, seed=seed)
+        model = TorchCaptioningLSTM(cfg["V"], cfg["D"], cfg["W"], cfg["H"],
+                                    null_idx=twin._null, packed=packed)
+        model.load_params(twin.params)
+        self.trainer = TorchTrainer(model, LEARNING_RATE)
+        self.timings = None
+
+    def step(self, features, captions):
+        return self.trainer.step(features, captions)
+
+
+def make_contender(name, cfg, word_to_idx, seed, profile=False):
+    if name in TORCH_CONTENDERS:
+        return TorchContender(name == "torch-packed", cfg, word_to_idx, seed, profile)
+    return FastrnnContender(name, cfg, word_to_idx, seed, profile)
+
+
+def available_contenders():
+    """Every contender this install can run, in table order."""
+    names = ["numpy"] + [b for b in fastrnn.available_backends() if b != "numpy"]
+    try:
+        import torch  # noqa: F401
+        names += list(TORCH_CONTENDERS)
+    except ImportError:
+        pass
+    return names
+
+
+# ------------------------------------------------------------------ measuring
+
+def measure_sgemm(n):
+    """GFLOP/s of one float32 (n x n) @ (n x n) product through NumPy's BLAS."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    t0 = time.perf_counter()
+    np.matmul(a, b, out=out)
+    return 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True):
+    """Time ``warmup + iters`` iterations of every contender, taking turns.
+
+    Returns per-contender lists of (seconds, loss) for the timed iterations, the
+    first-iteration losses, and the sgemm GFLOP/s measured once per timed round.
+    """
+    from tqdm import tqdm
+    times = {c.name: [] for c in contenders}
+    first_loss = {}
+    sgemm = []
+    measure_sgemm(min(sgemm_n, 256))  # warm the BLAS thread pool
+    with tqdm(total=(warmup + iters) * len(contenders), disable=not progress,
+              desc="fastrnn-bench", unit="it") as bar:
+        for r in range(warmup + iters):
+            features, captions = batches[r % len(batches)]
+            for c in contenders:
+                bar.set_postfix_str(c.name)
+                t0 = time.perf_counter()
+                loss = c.step(features, captions)
+                seconds = time.perf_counter() - t0
+                if not np.isfinite(loss):
+                    raise RuntimeError(f"{c.name}: loss is {loss} at iteration {r}")
+                first_loss.setdefault(c.name, loss)
+                if r >= warmup:
+                    times[c.name].append(seconds)
+                bar.update()
+            if r >= warmup:
+                sgemm.append(measure_sgemm(sgemm_n))
+    return times, first_loss, sgemm
+
+
+_PROBE = """
+import json, resource, sys
+from fastrnn.cli import bench
+spec = json.loads(sys.argv[1])
+print(json.dumps(bench._memory_probe(**spec)))
+"""
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_probe(name, preset, seed, iters):
+    """Run one contender alone (called in a fresh process): peak RSS, and RSS after each
+    iteration (growth across iterations shows up there)."""
+    cfg = PRESETS[preset]
+    word_to_idx = vocabulary()
+    batches = make_batches(cfg, seed)
+    contender = make_contender(name, cfg, word_to_idx, seed)
+    before = _rss_bytes()
+    after = []
+    for i in range(iters):
+        contender.step(*batches[i % len(batches)])
+        after.append(_rss_bytes())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {"rss_before_bytes": before, "rss_after_bytes": after, "peak_rss_bytes": peak}
+
+
+def measure_memory(name, preset, seed, iters=2, threads=None):
+    """``_memory_probe`` in a fresh Python process (so nothing else inflates its peak)."""
+    env = dict(os.environ)
+    if threads:
+        env["FASTRNN_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = str(threads)
+    spec = json.dumps({"name": name, "preset": preset, "seed": seed, "iters": iters})
+    proc = subprocess.run([sys.executable, "-c", _PROBE, spec], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe of {name} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ reporting
+
+def summarise(times, first_loss, sgemm, memory, cfg):
+    """One row per contender: median seconds, speed-ups, dense GFLOP/s, memory, projection."""
+    flops = dense_flops(**cfg)
+    medians = {name: float(np.median(ts)) for name, ts in times.items()}
+    ref, torch_ = medians.get("numpy reference"), medians.get("pytorch")
+    rows = []
+    for name, ts in times.items():
+        m = medians[name]
+        mem = memory.get(name)
+        rows.append({
+            "contender": name,
+            "seconds": ts,
+            "median_s": m,
+            "min_s": float(np.min(ts)),
+            "speedup_vs_pytorch": torch_ / m if torch_ else None,
+            "speedup_vs_reference": ref / m if ref else None,
+            "dense_gflops": flops / m / 1e9,
+            "first_loss": first_loss[name],
+            "peak_rss_bytes": mem["peak_rss_bytes"] if mem else None,
+            "rss_growth_bytes": (mem["rss_after_bytes"][-1] - mem["rss_after_bytes"][0])
+            if mem else None,
+            "projected_full_run_hours": m * FULL_RUN_ITERATIONS / 3600,
+        })
+    return {"dense_flop_per_iteration": flops, "sgemm_gflops_median": float(np.median(sgemm)),
+            "sgemm_gflops": sgemm, "rows": rows}
+
+
+COLUMNS = ("contender", "s/iter (median)", "x vs pytorch", "x vs reference", "dense GFLOP/s",
+           "peak RSS", "RSS growth", "1,170 iters", "first loss")
+
+
+def format_table(summary):
+    def fmt(x, spec, unit=""):
+        return "-" if x is None else f"{x:{spec}}{unit}"
+
+    lines = [COLUMNS]
+    for r in summary["rows"]:
+        lines.append((
+            r["contender"],
+            f"{r['median_s']:.3f}",
+            fmt(r["speedup_vs_pytorch"], ".2f", "x"),
+            fmt(r["speedup_vs_reference"], ".2f", "x"),
+            _number(r["dense_gflops"]),
+            fmt(None if r["peak_rss_bytes"] is None else r["peak_rss_bytes"] / 2 ** 30, ".2f",
+                " GiB"),
+            fmt(None if r["rss_growth_bytes"] is None else r["rss_growth_bytes"] / 2 ** 20,
+                "+.0f", " MiB"),
+            f"{r['projected_full_run_hours']:.2f} h",
+            f"{r['first_loss']:.4f}",
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(COLUMNS))]
+    out = []
+    for k, row in enumerate(lines):
+        out.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                             for i, (cell, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _number(x):
+    """Three significant figures at most, without exponent: 2061, 3.52, 0.0412."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def format_header(preset, cfg, summary, threads, load):
+    shape = ", ".join(f"{k}={cfg[k]}" for k in "NTDWHV")
+    return (f"fastrnn-bench: preset {preset} ({shape}), LSTM, float32, Adam; "
+            f"threads {threads or 'default'}\n"
+            f"dense work per iteration: {_number(summary['dense_flop_per_iteration'] / 1e9)} GFLOP; "
+            f"measured sgemm ({cfg['sgemm']}^3 float32 matmul, median of rounds): "
+            f"{_number(summary['sgemm_gflops_median'])} GFLOP/s\n"
+            f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} "
+            f"on {os.cpu_count()} CPUs (other processes add noise to every column)")
+
+
+def format_profile(contenders, iters_total):
+    lines = []
+    for c in contenders:
+        if c.timings:
+            total = sum(c.timings.values())
+            lines.append(f"{c.name}: seconds per iteration by phase")
+            for phase, s in c.timings.items():
+                lines.append(f"  {phase:34s} {s / iters_total:8.3f}  {100 * s / total:5.1f}%")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ CLI
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastrnn-bench",
+        description="Time training iterations (loss + gradients + Adam) of the captioning LSTM "
+                    "for the NumPy reference, each compiled fastrnn backend (fused engine) and a "
+                    "PyTorch CPU model of the same architecture (plain and packed), taking turns, "
+                    "on minibatches with COCO-like caption lengths. Prints median seconds per "
+                    "iteration, speed-ups, GFLOP/s counted on the dense reference formulation, "
+                    "the machine's measured sgemm rate, peak memory and the projected time of the "
+                    "1,170-iteration full-COCO run.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                        help="full: N=1024, T=16, D=512, W=256, H=2048, V=1004 (SPEC section 6; "
+                             "several minutes); small: N=512, H=768 (about a minute); tiny: "
+                             "N=16, H=32 (seconds, for smoke tests). Default: full")
+    parser.add_argument("--iters", type=_positive, default=None,
+                        help="timed iterations per contender (default: 5, tiny: 2)")
+    parser.add_argument("--warmup", type=_non_negative, default=None,
+                        help="untimed iterations per contender first (default: 1)")
+    parser.add_argument("--threads", type=_positive, default=None,
+                        help="threads for BLAS, Numba, OpenMP and PyTorch (default: each "
+                             "library's default, all cores)")
+    parser.add_argument("--backends", default=None, metavar="LIST",
+                        help="comma-separated contenders among numpy (the reference), the "
+                             "compiled fastrnn backends (numba, cython), torch and torch-packed "
+                             "(default: every one this install can run)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write the results (every timing, the table's columns, the "
+                             "configuration) to this JSON file")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weights and minibatches (default: 0)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory measurement (it reruns 2 iterations of each "
+                             "contender alone in a fresh process)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where the fused engine's time goes, phase by phase")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _contender_names(parser, text):
+    available = available_contenders()
+    if text is None:
+        return available
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = ["numpy", "numba", "cython"] + list(TORCH_CONTENDERS)
+    for n in names:
+        if n not in known:
+            parser.error(f"--backends: unknown contender {n!r}; choose among {known}")
+        if n not in available:
+            parser.error(f"--backends: {n!r} cannot run in this install; available: {available}")
+    if not names:
+        parser.error("--backends: name at least one contender")
+    return list(dict.fromkeys(names))
+
+
+def _set_threads(n):
+    if n is None:
+        return
+    from fastrnn import threads
+    threads.set_num_threads(n)
+    try:
+        import torch
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def run(preset="full", iters=None, warmup=None, threads=None, contenders=None, seed=0,
+        memory=True, profile=False, progress=True):
+    """Run the benchmark; returns the results dict that ``--json`` writes."""
+    cfg = PRESETS[preset]
+    iters = cfg["iters"] if iters is None else iters
+    warmup = cfg["warmup"] if warmup is None else warmup
+    names = available_contenders() if contenders is None else contenders
+    _set_threads(threads)
+    load_start = os.getloadavg()[0]
+    word_to_idx = vocabulary()
+    batches = make_batches(cfg, seed)
+    objs = [make_contender(n, cfg, word_to_idx, seed, profile) for n in names]
+    times, first_loss, sgemm = run_round_robin(objs, batches, iters, warmup, cfg["sgemm"],
+                                               progress)
+    mem = {}
+    if memory:
+        for n, c in zip(names, objs):
+            mem[c.name] = measure_memory(n, preset, seed, threads=threads)
+    load_end = os.getloadavg()[0]
+    summary = summarise(times, first_loss, sgemm, mem, cfg)
+    result = {
+        "preset": preset, "config": {k: cfg[k] for k in "NTDWHV"}, "cell_type": "lstm",
+        "dtype": "float32", "optimizer": f"adam lr={LEARNING_RATE}", "iters": iters,
+        "warmup": warmup, "threads": threads, "seed": seed, "cpu_count": os.cpu_count(),
+        "load_average_start": load_start, "load_average_end": load_end,
+        "full_run_iterations": FULL_RUN_ITERATIONS, **summary,
+    }
+    result["_profile"] = format_profile(objs, iters + warmup) if profile else ""
+    return result
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = _contender_names(parser, args.backends)
+    result = run(args.preset, args.iters, args.warmup, args.threads, names, args.seed,
+                 memory=not args.no_memory, profile=args.profile, progress=not args.no_progress)
+    profile = result.pop("_profile")
+    print(format_header(args.preset, {**PRESETS[args.preset]}, result, args.threads,
+                        (result["load_average_start"], result["load_average_end"])))
+    print(format_table(result))
+    if profile:
+        print(profile)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
