@@ -46,7 +46,7 @@ def test_set_num_threads_rejects_bad_counts(bad, error, words):
 
 def test_set_num_threads_reaches_numba_and_blas(restore_threads):
     pytest.importorskip("numba")
-    import fastrnn.backends.numba_backend  # noqa: F401  (loads numba, as selecting the backend does)
+    import fastrnn.backends.numba_backend  # noqa: F401  (loads numba as selecting it would)
     import numba
     fastrnn.set_num_threads(1)
     assert fastrnn.get_num_threads() == 1
@@ -88,8 +88,8 @@ def test_environment_variable_is_applied_when_a_backend_loads():
 
 
 def test_explicit_call_overrides_the_environment():
-    proc = run_python("import fastrnn; fastrnn.set_num_threads(1); print(fastrnn.get_num_threads())",
-                      FASTRNN_NUM_THREADS="3")
+    code = "import fastrnn; fastrnn.set_num_threads(1); print(fastrnn.get_num_threads())"
+    proc = run_python(code, FASTRNN_NUM_THREADS="3")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"
 
