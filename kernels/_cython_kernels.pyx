@@ -264,13 +264,14 @@ cdef inline void _lstm_backward_row(const real* gates,    # (4H,) i, f, o, g act
         dprev_c[j] = dc * f
 
 
-cdef void _lstm_forward_rows(real* a, Py_ssize_t a_rs, const real* ah, Py_ssize_t ah_rs,
-                             const real* b, const real* prev_c, Py_ssize_t pc_rs,
+cdef void _lstm_forward_rows(real* a, Py_ssize_t a_rs, real* ah, Py_ssize_t ah_rs,
+                             const real* b, real* prev_c, Py_ssize_t pc_rs,
                              real* next_c, Py_ssize_t nc_rs, real* next_h, Py_ssize_t nh_rs,
                              real* tanh_c, Py_ssize_t tc_rs, real* h_copy, Py_ssize_t hc_rs,
                              Py_ssize_t N, Py_ssize_t H) noexcept nogil:
     """_lstm_forward_row for every row n < N; a pointer argument may be NULL (then its
-    row stride is ignored), each other pointer advances by its row stride."""
+    row stride is ignored), each other pointer advances by its row stride. (Nullable
+    inputs are not declared const: Cython's NULL-or-offset temporaries are not.)"""
     cdef Py_ssize_t n
     cdef int nt = _threads_for(N * H)
     if nt == 1:
@@ -292,7 +293,7 @@ cdef void _lstm_forward_rows(real* a, Py_ssize_t a_rs, const real* ah, Py_ssize_
 cdef void _lstm_backward_rows(const real* gates, Py_ssize_t g_rs, const real* prev_c, Py_ssize_t pc_rs,
                               const real* tanh_c, Py_ssize_t tc_rs,
                               const real* dnext_h, Py_ssize_t dh_rs, Py_ssize_t dh_cs,
-                              const real* dh_add, Py_ssize_t dha_rs,
+                              real* dh_add, Py_ssize_t dha_rs,
                               const real* dnext_c, Py_ssize_t dc_rs,
                               real* da, Py_ssize_t da_rs, real* dprev_c, Py_ssize_t dpc_rs,
                               Py_ssize_t N, Py_ssize_t H) noexcept nogil:
@@ -540,7 +541,7 @@ cdef void _rnn_forward_rows(const real* a, Py_ssize_t a_rs, const real* ah, cons
                              NULL if h_copy == NULL else h_copy + n * hc_rs, H)
 
 
-cdef void _rnn_backward_rows(const real* dnext_h, const real* dh_add, Py_ssize_t dha_rs,
+cdef void _rnn_backward_rows(const real* dnext_h, real* dh_add, Py_ssize_t dha_rs,
                              const real* next_h, Py_ssize_t nh_rs, real* da, Py_ssize_t da_rs,
                              Py_ssize_t N, Py_ssize_t H) noexcept nogil:
     """_rnn_backward_row for every row; dnext_h is (N, H) contiguous."""
