@@ -35,7 +35,7 @@ def clean_caption(text):
 
 
 def unigram_bleu(reference, candidate):
-    """Sentence BLEU-1 of one candidate caption against one reference caption (CS231n BLEU_score)."""
+    """Sentence BLEU-1 of a candidate caption against one reference (CS231n's BLEU_score)."""
     with warnings.catch_warnings():
         # nltk warns when a candidate shares no word with the reference; the score is 0 then.
         warnings.simplefilter("ignore")

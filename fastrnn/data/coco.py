@@ -105,7 +105,8 @@ def decode_captions(captions, idx_to_word):
     """
     captions = np.asarray(captions)
     if captions.ndim not in (1, 2):
-        raise ValueError(f"decode_captions: captions must be 1-D or 2-D, got shape {captions.shape}")
+        raise ValueError(f"decode_captions: captions must be 1-D or 2-D, got shape "
+                         f"{captions.shape}")
     rows = [_decode_row(row, idx_to_word) for row in np.atleast_2d(captions)]
     return rows[0] if captions.ndim == 1 else rows
 
@@ -176,7 +177,8 @@ def _read_captions(path):
                 raise ValueError(f"{path} must hold datasets '{cap_key}' and "
                                  f"'{split}_image_idxs' (or '{split}_image_idxes'); "
                                  f"it holds {sorted(f.keys())}")
-            captions, idxs = _read_int_dataset(f, cap_key, path), _read_int_dataset(f, idx_key, path)
+            captions = _read_int_dataset(f, cap_key, path)
+            idxs = _read_int_dataset(f, idx_key, path)
             if captions.ndim != 2 or idxs.ndim != 1 or len(idxs) != len(captions):
                 raise ValueError(f"{path}: '{cap_key}' must be (Nc, T) and '{idx_key}' (Nc,), got "
                                  f"{captions.shape} and {idxs.shape}")

@@ -402,13 +402,17 @@ class Category:
     plural: list
 
 
+def _palette(text):
+    return COLOURS if text == "all" else [] if text == "-" else text.split()
+
+
 def _parse_categories():
     cats = []
     for line in CATEGORIES.strip().splitlines():
         name, kind, weight, palette, collective, habitat, singular, plural = \
             (f.strip() for f in line.split("|"))
         cats.append(Category(name, kind, float(weight),
-                             COLOURS if palette == "all" else [] if palette == "-" else palette.split(),
+                             _palette(palette),
                              "" if collective == "-" else collective, habitat.split(),
                              _alternatives(singular), _alternatives(plural)))
     return cats
@@ -430,8 +434,8 @@ class Grammar:
         cats = self.categories
         self.article = words.ids(["a"])[0]
         self.an = words.ids(["an"])[0]
-        self.subject_nouns = PhraseTable(_uniform(
-            [[words.ids(a) for a in (c.singular if p == 0 else c.plural)] for c in cats for p in (0, 1)]))
+        self.subject_nouns = PhraseTable(_uniform(            # key: subject * 2 + plural
+            [[words.ids(a) for a in names] for c in cats for names in (c.singular, c.plural)]))
         self.determiners = PhraseTable(_uniform(
             [[words.ids(a) for a in _alternatives(self._determiner_text(count, coll))]
              for count in range(4) for coll in ("", "herd", "flock")]))
@@ -444,11 +448,14 @@ class Grammar:
                                   [(words.ids(["there", "are"]), 1.0)]])
         self.verbs = PhraseTable(_uniform(
             [[words.ids([] if v == ["-"] else v) for v in a["verbs"]] for a in self.actions]))
-        self.object_determiners = PhraseTable([[(words.ids(["a"]), 4.0), (words.ids(["the"]), 1.0)]])
-        self.object_nouns = PhraseTable(_uniform([[words.ids(a) for a in c.singular] for c in cats]))
+        self.object_determiners = PhraseTable([[(words.ids(["a"]), 4.0),
+                                                (words.ids(["the"]), 1.0)]])
+        self.object_nouns = PhraseTable(_uniform([[words.ids(a) for a in c.singular]
+                                                  for c in cats]))
         self.places = PhraseTable(_uniform(
             [[words.ids(a) for a in _alternatives(text.strip())] for _, text in place_lines]))
-        self.companion_preps = PhraseTable(_uniform([[words.ids(a) for a in _alternatives(COMPANION)]]))
+        self.companion_preps = PhraseTable(_uniform([[words.ids(a)
+                                                      for a in _alternatives(COMPANION)]]))
         self._add_fillers(words)
         self.definition_words = words.words
         self.vowel_sound = np.array([_starts_with_vowel_sound(w) for w in words.words])
@@ -502,9 +509,10 @@ class Grammar:
                         continue
                     self.object_given[a, s, objs] = 1
                 else:
-                    places = habitat[s] * np.isin(np.arange(P), [place_index[p] for p in act["args"]])
+                    listed = np.isin(np.arange(P), [place_index[p] for p in act["args"]])
+                    places = habitat[s] * listed
                     if not places.any():   # the subject's habitat misses them all: any of them
-                        places = np.isin(np.arange(P), [place_index[p] for p in act["args"]]) * 1.0
+                        places = listed * 1.0
                     self.place_given[a, s] = places
                 action_given_subject[s, a] = act["weight"]
         self.action_given_subject = _normalise_rows(action_given_subject)
@@ -531,7 +539,7 @@ class Grammar:
         self.collective = np.array([("", "herd", "flock").index(c.collective) for c in cats])
 
     def _add_fillers(self, words):
-        """Pad the vocabulary to VOCAB_SIZE with the most frequent filler words; the rest are <UNK>."""
+        """Pad the vocabulary to VOCAB_SIZE with the top filler words; the rest are <UNK>."""
         adjectives = _unique(FILLER_ADJECTIVES.split(), words.index)
         nouns = _unique(FILLER_NOUNS.split(), set(words.index) | set(adjectives))
         frames = [words.ids([t for t in alt if t != "{n}"]) + [alt.index("{n}")]
@@ -655,7 +663,8 @@ def _draw_words(s, rng, g):
     plural = (s["count"] > 0).astype(np.int64)
     has_object = s["object"] >= 0
     object_action = g.is_object_action[s["action"]]
-    template = rng.choice(4, n, p=[0.6, 0.16, 0.18, 0.06])   # plain, place first, picture of, there is
+    # word order: plain, place first, "a picture of ...", "there is ..."
+    template = rng.choice(4, n, p=[0.6, 0.16, 0.18, 0.06])
     parts = []
 
     def add(table, keys, keep=True):
@@ -710,7 +719,7 @@ def _fix_articles(words, g):
 
 
 def world_embeddings(g=None):
-    """The fixed random embedding of every factor value, (values, 512) each, and the raw projection."""
+    """Fixed random embeddings (values, 512) of each factor, nuisance basis, raw projection."""
     g = g or grammar()
     rng = np.random.default_rng(WORLD_SEED + 1)
     # per-dimension variance of each factor's contribution; with nuisance 0.27 and noise 0.5
@@ -723,7 +732,8 @@ def world_embeddings(g=None):
     emb = {k: (rng.standard_normal((sizes[k], FEATURE_DIM)) * np.sqrt(scale[k])).astype(np.float32)
            for k in scale}
     nuisance = (rng.standard_normal((16, FEATURE_DIM)) * np.sqrt(0.27 / 16)).astype(np.float32)
-    raw = (rng.standard_normal((FEATURE_DIM, RAW_FEATURE_DIM)) / np.sqrt(FEATURE_DIM)).astype(np.float32)
+    raw = rng.standard_normal((FEATURE_DIM, RAW_FEATURE_DIM)) / np.sqrt(FEATURE_DIM)
+    raw = raw.astype(np.float32)
     return emb, nuisance, raw
 
 
