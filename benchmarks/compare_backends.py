@@ -2,6 +2,7 @@
 
     python benchmarks/compare_backends.py               # all targets, 5 interleaved repeats
     python benchmarks/compare_backends.py --repeats 9 --skip-full
+    python benchmarks/compare_backends.py --only softmax
 
 Each case runs every backend once per repeat, in rotating order, and reports the
 median; the ratio is that median over NumPy's median (< 1 is faster). The machine
@@ -108,6 +109,8 @@ def main(argv=None):
                              "(default: every available one)")
     parser.add_argument("--skip-full", action="store_true",
                         help="skip the full-size LSTM step case (about 2 s per call on 2 cores)")
+    parser.add_argument("--only", default="",
+                        help="run only the cases whose name contains this text, e.g. softmax")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -123,7 +126,7 @@ def main(argv=None):
           f"cython kernels build: {cython_backend.KERNELS_BUILD}")
     rows = []
     for case in CASES:
-        if args.skip_full and "N=1024" in case[0]:
+        if (args.skip_full and "N=1024" in case[0]) or args.only not in case[0]:
             continue
         rows += compare(names, case, args.repeats, not args.no_progress)
 
