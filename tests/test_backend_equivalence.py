@@ -276,6 +276,23 @@ def test_lstm_gates_backward_may_update_dc_in_place(backend, dtype):
     assert_close(got_args[4], ref_args[6], "dprev_c")
 
 
+# The numba backend runs small work on serial twins of its parallel kernels;
+# the tests above are small, so here each side of the threshold is forced.
+
+@pytest.mark.skipif("numba" not in COMPILED, reason="numba is not installed")
+@pytest.mark.parametrize("variant", ["parallel", "serial"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_numba_parallel_and_serial_kernels_match_reference(monkeypatch, variant, dtype):
+    import fastrnn.backends.numba_backend as numba_backend
+    threshold = 0 if variant == "parallel" else 2 ** 62
+    monkeypatch.setattr(numba_backend, "PARALLEL_MIN_ELEMENTS", threshold)
+    for pair in ("rnn_step", "rnn", "lstm_step", "lstm"):
+        _compare_pair("numba", pair, (3, 4, 5, 13, 9), dtype, "C", seed=5)
+    test_temporal_softmax_loss_matches_reference("numba", (3, 4, 5, 13, 9), "C", dtype)
+    for name in KERNELS:
+        test_kernels_match_reference("numba", name, 3, 5, dtype)
+
+
 # ------------------------------------------------------------------ bad input
 
 def _bad_calls():

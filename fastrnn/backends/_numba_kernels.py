@@ -13,8 +13,10 @@ branch-free rational / polynomial form accurate to a few ulp, because LLVM
 cannot vectorise libm calls (there is no SVML here) and these kernels are
 dominated by them (libm tanhf is ~40x slower than NumPy's SIMD tanh).
 
+Each parallel kernel ``k`` has a twin ``k_serial`` with the same row functions,
+for work too small to be worth waking the thread pool (``numba_backend`` picks).
 Compiled lazily per signature and cached on disk (``cache=True``), so only the
-dtypes a program uses get compiled, once per install.
+dtypes and variants a program uses get compiled, once per install.
 """
 import math
 
@@ -153,11 +155,27 @@ def lstm_cell_forward(a, hw, b, prev_c, next_c, next_h):
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
 
 
+@njit(**_SERIAL)
+def lstm_cell_forward_serial(a, hw, b, prev_c, next_c, next_h):
+    """lstm_cell_forward on the calling thread (for small batches)."""
+    for r in range(prev_c.shape[0]):
+        _lstm_activate_sum_row(a, hw, b, r)
+        _lstm_cell_row(a, prev_c, next_c, next_h, r)
+
+
 @njit(**_PARALLEL)
 def lstm_gates_forward(a, prev_c, next_c, next_h):
     """The KERNELS contract (see numpy_backend): a (n, 4H) pre-activations in,
     gate activations out; prev_c (n, H) -> next_c, next_h (n, H)."""
     for r in prange(prev_c.shape[0]):
+        _lstm_activate_row(a, r)
+        _lstm_cell_row(a, prev_c, next_c, next_h, r)
+
+
+@njit(**_SERIAL)
+def lstm_gates_forward_serial(a, prev_c, next_c, next_h):
+    """lstm_gates_forward on the calling thread."""
+    for r in range(prev_c.shape[0]):
         _lstm_activate_row(a, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
 
@@ -203,6 +221,13 @@ def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
 
 
 @njit(**_SERIAL)
+def lstm_gates_backward_serial(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
+    """lstm_gates_backward on the calling thread."""
+    for r in range(prev_c.shape[0]):
+        _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r)
+
+
+@njit(**_SERIAL)
 def _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r):
     """Row r of lstm_gates_backward; da's o block and dprev_c double as scratch."""
     H = prev_c.shape[1]
@@ -238,6 +263,13 @@ def rnn_cell_forward(xw, hw, b, next_h):
 
 
 @njit(**_SERIAL)
+def rnn_cell_forward_serial(xw, hw, b, next_h):
+    """rnn_cell_forward on the calling thread."""
+    for r in range(next_h.shape[0]):
+        _rnn_forward_row(xw, hw, b, next_h, r)
+
+
+@njit(**_SERIAL)
 def _rnn_forward_row(xw, hw, b, next_h, r):
     for j in range(next_h.shape[1]):
         next_h[r, j] = _tanh((xw[r, j] + hw[r, j]) + b[j])
@@ -247,6 +279,13 @@ def _rnn_forward_row(xw, hw, b, next_h, r):
 def rnn_cell_backward(dnext_h, next_h, da):
     """dnext_h, next_h (n, H) -> da (n, H), the gradient through tanh."""
     for r in prange(next_h.shape[0]):
+        _rnn_backward_row(dnext_h, next_h, da, r)
+
+
+@njit(**_SERIAL)
+def rnn_cell_backward_serial(dnext_h, next_h, da):
+    """rnn_cell_backward on the calling thread."""
+    for r in range(next_h.shape[0]):
         _rnn_backward_row(dnext_h, next_h, da, r)
 
 
@@ -293,6 +332,13 @@ def softmax_xent_rows(scores, y, weight, scale, out, row_loss):
     """
     for r in prange(scores.shape[0]):
         # a serial row function, so that out may be scores (see the LSTM note)
+        row_loss[r] = _softmax_xent_row(scores, y[r], weight[r], scale, out, r)
+
+
+@njit(**_SERIAL)
+def softmax_xent_rows_serial(scores, y, weight, scale, out, row_loss):
+    """softmax_xent_rows on the calling thread."""
+    for r in range(scores.shape[0]):
         row_loss[r] = _softmax_xent_row(scores, y[r], weight[r], scale, out, r)
 
 

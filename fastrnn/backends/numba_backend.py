@@ -34,13 +34,24 @@ threads.apply_to_loaded_backends()  # numba is imported now: honour the threads 
 
 _c = np.ascontiguousarray
 
+# A kernel over fewer elements than this runs on the calling thread: waking the
+# thread pool costs more than such work, and on a busy machine a parallel region
+# waits for its slowest (possibly descheduled) thread. Medium sizes (N=128,
+# H=512: 262k gate values a step) stay serial; the full-scale shape goes parallel.
+PARALLEL_MIN_ELEMENTS = 1 << 19
+
+
+def _kernel(name, elements):
+    """The parallel kernel ``name`` for big work, else its serial twin."""
+    return getattr(_k, name if elements >= PARALLEL_MIN_ELEMENTS else name + "_serial")
+
 
 # ------------------------------------------------------------------------ RNN
 
 def rnn_step_forward(x, prev_h, Wx, Wh, b):
     """x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H)."""
     next_h = np.empty((x.shape[0], Wx.shape[1]), dtype=x.dtype)
-    _k.rnn_cell_forward(x @ Wx, prev_h @ Wh, _c(b), next_h)
+    _kernel("rnn_cell_forward", next_h.size)(x @ Wx, prev_h @ Wh, _c(b), next_h)
     return next_h, (x, prev_h, Wx, Wh, next_h)
 
 
@@ -48,7 +59,7 @@ def rnn_step_backward(dnext_h, cache):
     """dnext_h (N, H) -> dx, dprev_h, dWx, dWh, db."""
     x, prev_h, Wx, Wh, next_h = cache
     da = np.empty_like(next_h)
-    _k.rnn_cell_backward(_c(dnext_h), next_h, da)
+    _kernel("rnn_cell_backward", da.size)(_c(dnext_h), next_h, da)
     return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
 
 
@@ -62,9 +73,10 @@ def rnn_forward(x, h0, Wx, Wh, b):
     hs[0] = h0
     Wh, b = _c(Wh), _c(b)
     hw = np.empty((N, H), dtype=h0.dtype)
+    cell = _kernel("rnn_cell_forward", hw.size)
     for t in range(T):
         np.matmul(hs[t], Wh, out=hw)
-        _k.rnn_cell_forward(xw[t], hw, b, hs[t + 1])
+        cell(xw[t], hw, b, hs[t + 1])
     return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, Wx, Wh)
 
 
@@ -77,9 +89,10 @@ def rnn_backward(dh, cache):
     da = np.empty((T, N, H), dtype=dh.dtype)            # pre-activation gradient of every step
     dnext_h = np.empty((N, H), dtype=dh.dtype)
     dprev_h = np.zeros((N, H), dtype=dh.dtype)
+    cell = _kernel("rnn_cell_backward", dnext_h.size)
     for t in reversed(range(T)):
         np.add(dhs[t], dprev_h, out=dnext_h)
-        _k.rnn_cell_backward(dnext_h, hs[t + 1], da[t])
+        cell(dnext_h, hs[t + 1], da[t])
         np.matmul(da[t], Wh.T, out=dprev_h)
     return _weight_grads(xs, hs, da, Wx, dprev_h)
 
@@ -121,7 +134,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     gates = x @ Wx                 # becomes the activations in place
     prev_c = _c(prev_c)
     next_c, next_h = np.empty_like(prev_c), np.empty_like(prev_c)
-    _k.lstm_cell_forward(gates, prev_h @ Wh, _c(b), prev_c, next_c, next_h)
+    _kernel("lstm_cell_forward", gates.size)(gates, prev_h @ Wh, _c(b), prev_c, next_c, next_h)
     return next_h, next_c, (x, prev_h, prev_c, Wx, Wh, gates, next_c)
 
 
@@ -130,7 +143,8 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     x, prev_h, prev_c, Wx, Wh, gates, next_c = cache
     da = np.empty_like(gates)
     dprev_c = np.empty_like(prev_c)
-    _k.lstm_gates_backward(gates, prev_c, next_c, _c(dnext_h), _c(dnext_c), da, dprev_c)
+    _kernel("lstm_gates_backward", da.size)(gates, prev_c, next_c, _c(dnext_h), _c(dnext_c),
+                                            da, dprev_c)
     return da @ Wx.T, da @ Wh.T, dprev_c, x.T @ da, prev_h.T @ da, da.sum(axis=0)
 
 
@@ -146,9 +160,10 @@ def lstm_forward(x, h0, Wx, Wh, b):
     cs[0] = 0
     Wh, b = _c(Wh), _c(b)
     hw = np.empty((N, 4 * H), dtype=h0.dtype)
+    cell = _kernel("lstm_cell_forward", hw.size)
     for t in range(T):
         np.matmul(hs[t], Wh, out=hw)
-        _k.lstm_cell_forward(gates[t], hw, b, cs[t], cs[t + 1], hs[t + 1])
+        cell(gates[t], hw, b, cs[t], cs[t + 1], hs[t + 1])
     return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, cs, gates, Wx, Wh)
 
 
@@ -162,9 +177,10 @@ def lstm_backward(dh, cache):
     dprev_h = np.zeros((N, H), dtype=dh.dtype)
     dnext_c = np.zeros((N, H), dtype=dh.dtype)
     dprev_c = np.empty((N, H), dtype=dh.dtype)
+    cell = _kernel("lstm_gates_backward", da[0].size)
     for t in reversed(range(T)):
         np.add(dhs[t], dprev_h, out=dnext_h)
-        _k.lstm_gates_backward(gates[t], cs[t], cs[t + 1], dnext_h, dnext_c, da[t], dprev_c)
+        cell(gates[t], cs[t], cs[t + 1], dnext_h, dnext_c, da[t], dprev_c)
         dnext_c, dprev_c = dprev_c, dnext_c
         np.matmul(da[t], Wh.T, out=dprev_h)
     return _weight_grads(xs, hs, da, Wx, dprev_h)
@@ -181,8 +197,8 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     scores = _c(x).reshape(N * T, V)
     dx = np.empty_like(scores)
     row_loss = np.empty(N * T)
-    _k.softmax_xent_rows(scores, _tokens(y), _c(mask).reshape(N * T).astype(x.dtype),
-                         1.0 / N, dx, row_loss)
+    _kernel("softmax_xent_rows", scores.size)(
+        scores, _tokens(y), _c(mask).reshape(N * T).astype(x.dtype), 1.0 / N, dx, row_loss)
     if verbose:
         print("dx_flat: ", dx.shape)
     return x.dtype.type(row_loss.sum() / N), dx.reshape(N, T, V)
@@ -198,18 +214,18 @@ def _tokens(y):
 
 def lstm_gates_forward(a, prev_c, next_c, next_h):
     """a (n, 4H) pre-activations -> gate activations in place; next_c, next_h (n, H) written."""
-    _k.lstm_gates_forward(a, prev_c, next_c, next_h)
+    _kernel("lstm_gates_forward", a.size)(a, prev_c, next_c, next_h)
 
 
 def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
     """-> da (n, 4H) and dprev_c (n, H), written in place."""
-    _k.lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c)
+    _kernel("lstm_gates_backward", da.size)(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c)
 
 
 def softmax_cross_entropy_rows(scores, y, scale):
     """scores (R, V) -> scale * (softmax - onehot(y)) in place; returns the summed loss."""
     R = scores.shape[0]
     row_loss = np.empty(R)
-    _k.softmax_xent_rows(scores, _tokens(y), np.ones(R, dtype=scores.dtype), float(scale),
-                         scores, row_loss)
+    _kernel("softmax_xent_rows", scores.size)(
+        scores, _tokens(y), np.ones(R, dtype=scores.dtype), float(scale), scores, row_loss)
     return float(row_loss.sum())
