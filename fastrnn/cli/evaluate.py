@@ -1,0 +1,232 @@
+"""fastrnn-eval: score a saved captioning model (BLEU) and show some of its captions.
+
+    fastrnn-eval runs/20260101-120000/checkpoint.npz --beam-size 3
+
+The reporting helpers here (data folder resolution, BLEU table, sample
+captions) are shared with fastrnn-train.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+import fastrnn
+from fastrnn import checkpoint, metrics
+from fastrnn.data import decode_captions, load_coco_data
+
+NUM_SHOWN = 5   # sample captions printed next to their ground truth
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------ shared helpers
+
+def setup_compute(backend=None, threads=None):
+    """Select the backend and thread count; returns (backend name, threads)."""
+    if threads is not None:
+        if threads < 1:
+            raise CliError(f"--threads must be >= 1, got {threads}")
+        set_threads = getattr(fastrnn, "set_num_threads", None)
+        if set_threads is not None:
+            set_threads(threads)
+    if backend is not None:
+        try:
+            fastrnn.set_backend(backend)
+        except (ValueError, ImportError) as err:
+            raise CliError(str(err)) from None
+    get_threads = getattr(fastrnn, "get_num_threads", None)
+    return fastrnn.get_backend(), (get_threads() if get_threads else threads)
+
+
+def resolve_data_dir(data_arg, prog):
+    """--data, else $FASTRNN_DATA, else the built-in synthetic set (generated on first use)."""
+    if data_arg is None:
+        data_arg = os.environ.get("FASTRNN_DATA") or None
+        if data_arg is not None:
+            print(f"{prog}: data from $FASTRNN_DATA = {data_arg}")
+    if data_arg is None:
+        from fastrnn.data import default_data_dir
+        print(f"{prog}: no --data given; using the built-in synthetic COCO set "
+              f"(generated and cached on first use)")
+        return default_data_dir()
+    if not os.path.isdir(data_arg):
+        raise CliError(f"data folder {data_arg} does not exist. Pass --data with the CS231n "
+                       f"coco_captioning folder, or write a synthetic one with "
+                       f"`fastrnn-data synth --out {data_arg}`")
+    return data_arg
+
+
+def load_data(data_dir, max_train=None, pca_features=True, seed=0):
+    try:
+        return load_coco_data(data_dir, max_train=max_train, pca_features=pca_features, seed=seed)
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+
+
+def read_oracle(data_dir):
+    """The synthetic generator's oracle scores, if this folder has them."""
+    path = os.path.join(data_dir, "synthetic_info.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        oracle = json.load(f).get("oracle")
+    if not oracle:
+        return None
+    return {"reference_bleu": oracle.get("unigram_bleu"), **oracle.get("corpus_bleu", {})}
+
+
+def evaluate(model, data, split="val", num_samples=1000, beam_size=1, seed=0, progress=True):
+    """{'reference_bleu': unigram BLEU over num_samples captions, 'bleu1'..'bleu4': corpus BLEU
+    over num_samples images} of the model's captions on a split."""
+    scores = {"reference_bleu": metrics.reference_bleu(
+        model, data, split=split, num_samples=num_samples, seed=seed, beam_size=beam_size,
+        progress=progress)}
+    scores.update(metrics.corpus_bleu_scores(model, data, split=split, num_images=num_samples,
+                                             seed=seed, beam_size=beam_size, progress=progress))
+    return scores
+
+
+def sample_captions(model, data, split="val", count=NUM_SHOWN, beam_size=1, seed=0):
+    """[{'image', 'url', 'generated', 'ground_truth': [...]}] for ``count`` random images."""
+    image_idxs = data[f"{split}_image_idxs"]
+    images = np.random.default_rng(seed).choice(np.unique(image_idxs), count, replace=False) \
+        if len(np.unique(image_idxs)) >= count else np.unique(image_idxs)
+    generated = model.sample(data[f"{split}_features"][images], max_length=30, beam_size=beam_size)
+    texts = decode_captions(np.atleast_2d(generated), data["idx_to_word"])
+    shown = []
+    for image, text in zip(images.tolist(), texts):
+        truth = decode_captions(data[f"{split}_captions"][image_idxs == image], data["idx_to_word"])
+        shown.append({"image": image, "url": str(data[f"{split}_urls"][image]),
+                      "generated": _strip(text), "ground_truth": [_strip(t) for t in truth]})
+    return shown
+
+
+def _strip(text):
+    return " ".join(w for w in text.split() if w not in ("<START>", "<END>"))
+
+
+def print_scores(scores, oracle, split, num_samples, beam_size):
+    decoding = "greedy" if beam_size == 1 else f"beam {beam_size}"
+    print(f"\n{split} BLEU ({num_samples} samples, {decoding} decoding):")
+    header = f"  {'metric':<34}{'model':>8}"
+    if oracle:
+        header += f"{'oracle':>9}"
+    print(header)
+    names = {"reference_bleu": "reference (unigram sentence BLEU)"}
+    for key, value in scores.items():
+        line = f"  {names.get(key, key.upper() + ' (corpus)'):<34}{value:>8.4f}"
+        if oracle and oracle.get(key) is not None:
+            line += f"{oracle[key]:>9.4f}"
+        print(line)
+    if oracle:
+        print("  oracle: one held-out ground-truth caption scored like the model "
+              "(synthetic_info.json), the ceiling to read the model against")
+
+
+def print_samples(samples):
+    print("\nsample captions:")
+    for s in samples:
+        print(f"  image {s['image']} ({s['url']})")
+        print(f"    model:  {s['generated']}")
+        for truth in s["ground_truth"][:3]:
+            print(f"    truth:  {truth}")
+
+
+def pca_for(model, data_dir):
+    """Whether the model reads the 512-d PCA features or the raw fc7 ones of this folder."""
+    if model.input_dim == 512:
+        return True
+    if os.path.isfile(os.path.join(data_dir, "train2014_vgg16_fc7.h5")):
+        return False
+    raise CliError(f"the model reads {model.input_dim}-d features, but {data_dir} only has the "
+                   f"512-d PCA features")
+
+
+# ------------------------------------------------------------------- command
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastrnn-eval",
+        description="Load a captioning model saved by fastrnn-train (checkpoint.npz), print its "
+                    "BLEU scores on a split (the reference unigram BLEU and corpus BLEU-1..4, "
+                    "next to the synthetic generator's oracle when the folder has one) and a few "
+                    "of its captions next to the ground truth.")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.npz file")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="COCO captioning folder, real or synthetic (default: $FASTRNN_DATA, "
+                             "else the built-in synthetic set)")
+    parser.add_argument("--split", choices=("train", "val"), default="val",
+                        help="split to score (default: val)")
+    parser.add_argument("--num-samples", type=int, default=1000, metavar="N",
+                        help="captions for the reference BLEU and images for the corpus BLEU "
+                             "(default: 1000)")
+    parser.add_argument("--beam-size", type=int, default=1, metavar="K",
+                        help="1 = greedy decoding, K > 1 = beam search (default: 1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the scored captions and shown images (default: 0)")
+    parser.add_argument("--backend", default=None, choices=fastrnn.available_backends(),
+                        help="compute backend (default: $FASTRNN_BACKEND, else the fastest)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads for the compiled kernels and BLAS (default: all cores)")
+    parser.add_argument("--json", metavar="FILE", default=None,
+                        help="also write the scores and sample captions to FILE as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CliError as err:
+        print(f"fastrnn-eval: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args):
+    for name in ("num_samples", "beam_size"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:
+        model = checkpoint.load_model(args.checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    backend, threads = setup_compute(args.backend, args.threads)
+    print(f"fastrnn-eval: {model.cell_type.upper()} hidden {model.hidden_dim}, word vectors "
+          f"{model.wordvec_dim}, {model.dtype.name}; backend {backend}, threads {threads}")
+    data_dir = resolve_data_dir(args.data, "fastrnn-eval")
+    data = load_data(data_dir, max_train=None, pca_features=pca_for(model, data_dir))
+    check_compatible(model, data, data_dir)
+
+    progress = not args.no_progress
+    scores = evaluate(model, data, args.split, args.num_samples, args.beam_size, args.seed,
+                      progress)
+    oracle = read_oracle(data_dir)
+    print_scores(scores, oracle, args.split, args.num_samples, args.beam_size)
+    samples = sample_captions(model, data, args.split, beam_size=args.beam_size, seed=args.seed)
+    print_samples(samples)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"checkpoint": os.path.abspath(args.checkpoint), "data": data_dir,
+                       "split": args.split, "beam_size": args.beam_size, "scores": scores,
+                       "oracle": oracle, "samples": samples}, f, indent=2)
+    return 0
+
+
+def check_compatible(model, data, data_dir):
+    if len(data["word_to_idx"]) != model.vocab_size or any(
+            model.word_to_idx.get(w) != i for w, i in data["word_to_idx"].items()):
+        raise CliError(f"the model's vocabulary ({model.vocab_size} words) is not the one of "
+                       f"{data_dir} ({len(data['word_to_idx'])} words); evaluate it on the data "
+                       f"it was trained on")
+    if data["val_features"].shape[1] != model.input_dim:
+        raise CliError(f"the model reads {model.input_dim}-d features but {data_dir} has "
+                       f"{data['val_features'].shape[1]}-d ones")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

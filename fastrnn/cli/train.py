@@ -1,0 +1,317 @@
+"""fastrnn-train: train the image-captioning LSTM, then report BLEU and sample captions.
+
+    fastrnn-train                        # built-in synthetic COCO set, a few minutes on 2 cores
+    fastrnn-train --data ~/coco_captioning --preset baseline    # the SPEC section 6 run
+    fastrnn-train --resume runs/20260101-120000/checkpoint.npz  # continue after Ctrl-C
+
+Writes to --out: checkpoint.npz (every epoch, on Ctrl-C and at the end),
+loss.png, metrics.json and run.json (the settings, read back by --resume).
+"""
+import argparse
+import json
+import os
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+import fastrnn
+from fastrnn import checkpoint, metrics
+from fastrnn.cli.evaluate import (CliError, check_compatible, evaluate, load_data,
+                                  print_samples, print_scores, read_oracle, resolve_data_dir,
+                                  sample_captions, setup_compute)
+from fastrnn.model import CaptioningRNN
+from fastrnn.optim import RULES
+from fastrnn.solver import CaptioningSolver, TrainingDiverged
+
+PROG = "fastrnn-train"
+
+# "default" learns the built-in synthetic set in a few minutes on 2 cores;
+# "baseline" is the SPEC section 6 full-COCO run (1,170 iterations on all 400,135 captions).
+PRESETS = {
+    "default": dict(cell_type="lstm", hidden_dim=256, wordvec_dim=128, batch_size=100,
+                    num_epochs=4, update_rule="adam", lr=5e-3, lr_decay=0.95,
+                    dtype="float32", print_every=100),
+    "baseline": dict(cell_type="lstm", hidden_dim=2048, wordvec_dim=256, batch_size=1024,
+                     num_epochs=3, update_rule="adam", lr=1e-4, lr_decay=0.9,
+                     dtype="float32", print_every=10),
+}
+# Everything a preset can set; the rest of the flags have plain defaults.
+PRESET_KEYS = tuple(PRESETS["default"])
+
+
+def _preset_help(key, text):
+    values = " / ".join(f"{PRESETS[name][key]}" for name in sorted(PRESETS))
+    return f"{text} ({' / '.join(sorted(PRESETS))} preset: {values})"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Train the CS231n image-captioning RNN/LSTM with fastrnn, then print val BLEU (the "
+            "reference unigram BLEU and corpus BLEU-1..4, next to the synthetic generator's "
+            "oracle), sample captions next to their ground truth, and write checkpoint.npz, "
+            "loss.png, metrics.json and run.json to --out.", 79),
+        epilog="Presets (explicit flags override them):\n" + "\n".join(
+            textwrap.fill(", ".join(f"{k}={v}" for k, v in values.items()), 79,
+                          initial_indent=f"  {name:<9} ", subsequent_indent=" " * 12)
+            for name, values in PRESETS.items()) +
+        "\n\nCtrl-C saves a checkpoint; continue with --resume OUT/checkpoint.npz\n"
+        "(add --num-epochs to train longer).")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="DIR",
+                      help="COCO captioning folder, real (CS231n coco_captioning) or synthetic "
+                           "(fastrnn-data synth). Default: $FASTRNN_DATA, else the built-in "
+                           "synthetic set (20,000 captions, generated and cached on first use)")
+    data.add_argument("--max-train", type=int, metavar="N",
+                      help="train on N captions drawn at random (default: all)")
+    data.add_argument("--raw-features", action="store_true",
+                      help="use the raw 4096-d fc7 features instead of the 512-d PCA ones")
+
+    model = p.add_argument_group("model and training (defaults from --preset)")
+    model.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                       help="default: a few minutes on the built-in synthetic set; baseline: "
+                            "the SPEC full-COCO run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
+    model.add_argument("--cell-type", choices=("rnn", "lstm"), help=_preset_help("cell_type", "recurrent cell"))
+    model.add_argument("--hidden-dim", type=int, metavar="H", help=_preset_help("hidden_dim", "hidden state size"))
+    model.add_argument("--wordvec-dim", type=int, metavar="W", help=_preset_help("wordvec_dim", "word vector size"))
+    model.add_argument("--dtype", choices=("float32", "float64"), help=_preset_help("dtype", "weight and activation dtype"))
+    model.add_argument("--batch-size", type=int, metavar="B", help=_preset_help("batch_size", "captions per iteration"))
+    model.add_argument("--num-epochs", type=int, metavar="E",
+                       help=_preset_help("num_epochs", "epochs of max(num_train // batch_size, 1) "
+                                         "iterations; with --resume, the total to reach"))
+    model.add_argument("--update-rule", choices=sorted(RULES), help=_preset_help("update_rule", "optimizer"))
+    model.add_argument("--lr", type=float, metavar="LR", help=_preset_help("lr", "learning rate"))
+    model.add_argument("--lr-decay", type=float, metavar="F",
+                       help=_preset_help("lr_decay", "learning rate multiplier after every epoch"))
+    model.add_argument("--seed", type=int, default=0,
+                       help="seed of the weights, the minibatches and --max-train (default: 0)")
+    model.add_argument("--print-every", type=int, metavar="N",
+                       help=_preset_help("print_every", "log the loss every N iterations"))
+
+    run = p.add_argument_group("evaluation, compute and output")
+    run.add_argument("--eval-samples", type=int, default=1000, metavar="N",
+                     help="val captions (reference BLEU) and images (corpus BLEU) scored after "
+                          "every epoch and at the end; 0 skips evaluation (default: 1000)")
+    run.add_argument("--beam-size", type=int, default=1, metavar="K",
+                     help="decoding for the final scores and samples: 1 = greedy, K > 1 = beam "
+                          "search (default: 1)")
+    run.add_argument("--backend", choices=fastrnn.available_backends(),
+                     help="compute backend (default: $FASTRNN_BACKEND, else the fastest available)")
+    run.add_argument("--threads", type=int, metavar="N",
+                     help="threads for the compiled kernels and BLAS (default: all cores)")
+    run.add_argument("--out", metavar="DIR",
+                     help="output folder (default: runs/<date-time>; with --resume: the "
+                          "checkpoint's folder)")
+    run.add_argument("--resume", metavar="CHECKPOINT",
+                     help="continue the run saved in CHECKPOINT (model, optimizer, minibatch "
+                          "generator and counters), bit for bit")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def settings_from(args):
+    """The preset's values with every explicitly given flag on top."""
+    settings = dict(PRESETS[args.preset])
+    for key in PRESET_KEYS:
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    for key in ("hidden_dim", "wordvec_dim", "batch_size", "print_every"):
+        if settings[key] < 1:
+            raise CliError(f"--{key.replace('_', '-')} must be >= 1, got {settings[key]}")
+    if settings["num_epochs"] < 0:
+        raise CliError(f"--num-epochs must be >= 0, got {settings['num_epochs']}")
+    if settings["lr"] <= 0:
+        raise CliError(f"--lr must be > 0, got {settings['lr']}")
+    for name in ("max_train", "eval_samples", "beam_size"):
+        value = getattr(args, name)
+        lowest = 0 if name == "eval_samples" else 1
+        if value is not None and value < lowest:
+            raise CliError(f"--{name.replace('_', '-')} must be >= {lowest}, got {value}")
+    return settings
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CliError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run(args):
+    settings = settings_from(args)
+    saved_run = _saved_run(args.resume) if args.resume else {}
+    out = args.out or (os.path.dirname(os.path.abspath(args.resume)) if args.resume
+                       else os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))
+    backend, threads = setup_compute(args.backend, args.threads)
+
+    data_arg = args.data if args.data is not None else saved_run.get("data")
+    raw_features = args.raw_features or saved_run.get("raw_features", False)
+    max_train = args.max_train if args.max_train is not None else saved_run.get("max_train")
+    data_dir = resolve_data_dir(data_arg, PROG)
+    data = load_data(data_dir, max_train=max_train, pca_features=not raw_features, seed=args.seed)
+    eval_fn = _epoch_eval(args) if args.eval_samples else None
+    progress = not args.no_progress
+
+    if args.resume:
+        solver = _resume(args, data, out, eval_fn, progress)
+        check_compatible(solver.model, data, data_dir)
+    else:
+        model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],
+                              wordvec_dim=settings["wordvec_dim"], hidden_dim=settings["hidden_dim"],
+                              cell_type=settings["cell_type"], dtype=np.dtype(settings["dtype"]),
+                              seed=args.seed)
+        solver = CaptioningSolver(
+            model, data, update_rule=settings["update_rule"],
+            optim_config={"learning_rate": settings["lr"]}, lr_decay=settings["lr_decay"],
+            batch_size=settings["batch_size"], num_epochs=settings["num_epochs"],
+            print_every=settings["print_every"], verbose=True, seed=args.seed,
+            checkpoint_dir=out, eval_fn=eval_fn, progress=progress)
+    os.makedirs(out, exist_ok=True)
+    _write_json(os.path.join(out, "run.json"), {
+        "data": os.path.abspath(data_dir), "max_train": max_train, "raw_features": raw_features,
+        "seed": args.seed, "preset": args.preset, "settings": settings})
+
+    _print_plan(solver, data_dir, backend, threads, out)
+    start = time.perf_counter()
+    solver.train()
+    train_seconds = time.perf_counter() - start
+    path = solver.save_checkpoint()
+    return _report(args, solver, data, data_dir, out, path, backend, threads, train_seconds)
+
+
+def _saved_run(resume):
+    """run.json next to the checkpoint: the data settings of the run being resumed."""
+    path = os.path.join(os.path.dirname(os.path.abspath(resume)), "run.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _resume(args, data, out, eval_fn, progress):
+    overrides = {"checkpoint_dir": out, "eval_fn": eval_fn, "progress": progress, "verbose": True}
+    if args.num_epochs is not None:
+        overrides["num_epochs"] = args.num_epochs
+    ignored = [f"--{k.replace('_', '-')}" for k in PRESET_KEYS
+               if k not in ("num_epochs", "print_every") and getattr(args, k) is not None]
+    if ignored:
+        print(f"{PROG}: --resume continues the saved run as it was; ignoring {', '.join(ignored)}")
+    if args.print_every is not None:
+        overrides["print_every"] = args.print_every
+    try:
+        solver = CaptioningSolver.resume(args.resume, data, **overrides)
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    print(f"{PROG}: resuming {args.resume} at iteration {solver.iteration} "
+          f"(epoch {solver.epoch} of {solver.num_epochs})")
+    return solver
+
+
+def _epoch_eval(args):
+    """eval_fn for the solver: val reference BLEU after every epoch."""
+    def eval_fn(solver):
+        bleu = metrics.reference_bleu(
+            solver.model, solver.data, split="val", num_samples=args.eval_samples, seed=args.seed,
+            progress=False)
+        return {"val_reference_bleu": bleu, "learning_rate": solver.learning_rate}
+    return eval_fn
+
+
+def _print_plan(solver, data_dir, backend, threads, out):
+    m = solver.model
+    print(f"{PROG}: data {data_dir}: {solver.num_train} train captions, "
+          f"{len(solver.data['val_captions'])} val captions, vocabulary {m.vocab_size}, "
+          f"{m.input_dim}-d features")
+    print(f"{PROG}: {m.cell_type.upper()} hidden {m.hidden_dim}, word vectors {m.wordvec_dim}, "
+          f"{m.dtype.name}; {solver.update_rule_name} lr {solver.learning_rate:g} "
+          f"(x{solver.lr_decay:g} per epoch), batch {solver.batch_size}, {solver.num_epochs} "
+          f"epochs of {solver.iterations_per_epoch} iterations")
+    print(f"{PROG}: backend {backend} (available: {', '.join(fastrnn.available_backends())}), "
+          f"threads {threads}; writing to {os.path.abspath(out)}")
+
+
+def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads, train_seconds):
+    times = solver.iter_times[1:] or solver.iter_times   # the first iteration includes warm-up
+    s_per_it = float(np.median(times)) if times else None
+    if s_per_it is not None:
+        print(f"\n{PROG}: trained {solver.iteration} iterations in {train_seconds:.1f} s on "
+              f"backend {backend}: {s_per_it:.4f} s/iteration (median), "
+              f"{np.mean(times):.4f} mean")
+    metrics_doc = {
+        "backend": backend, "threads": threads, "data": os.path.abspath(data_dir),
+        "model": {k: v for k, v in solver.model.config().items() if k != "word_to_idx"},
+        "solver": solver._settings(), "iterations": solver.iteration,
+        "num_train": solver.num_train, "train_seconds_this_run": train_seconds,
+        "seconds_per_iteration": {"median": s_per_it,
+                                  "mean": float(np.mean(times)) if times else None},
+        "final_loss": solver.loss_history[-1] if solver.loss_history else None,
+        "eval_history": solver.eval_history, "checkpoint": os.path.abspath(checkpoint_path),
+    }
+    if args.eval_samples:
+        progress = not args.no_progress
+        scores = evaluate(solver.model, data, "val", args.eval_samples, args.beam_size,
+                          args.seed, progress)
+        oracle = read_oracle(data_dir)
+        print_scores(scores, oracle, "val", args.eval_samples, args.beam_size)
+        samples = sample_captions(solver.model, data, "val", beam_size=args.beam_size,
+                                  seed=args.seed)
+        print_samples(samples)
+        metrics_doc.update({"val": scores, "oracle": oracle, "beam_size": args.beam_size,
+                            "eval_samples": args.eval_samples, "samples": samples})
+    _write_json(os.path.join(out, "metrics.json"), metrics_doc)
+    plot_losses(solver, os.path.join(out, "loss.png"))
+    print(f"\n{PROG}: wrote {os.path.join(out, 'loss.png')}, {os.path.join(out, 'metrics.json')} "
+          f"and {checkpoint_path}")
+    print(f"{PROG}: evaluate again with `fastrnn-eval {checkpoint_path}`; train longer with "
+          f"`fastrnn-train --resume {checkpoint_path} --num-epochs N`")
+    return 0
+
+
+def plot_losses(solver, path):
+    """loss.png: the training loss per iteration (and its running mean), val BLEU per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = np.asarray(solver.loss_history)
+    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5, label="minibatch")
+    window = max(1, min(50, len(losses) // 10))
+    if len(losses) >= window > 1:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax_loss.plot(np.arange(window, len(losses) + 1), smooth, lw=1.5,
+                     label=f"mean of {window}")
+    ax_loss.set(xlabel="iteration", ylabel="training loss", title="loss")
+    ax_loss.legend()
+    evals = [e for e in solver.eval_history if "val_reference_bleu" in e]
+    if evals:
+        ax_bleu.plot([e["epoch"] for e in evals], [e["val_reference_bleu"] for e in evals], "o-")
+    ax_bleu.set(xlabel="epoch", ylabel="val unigram BLEU", title="val BLEU")
+    m = solver.model
+    fig.suptitle(f"{m.cell_type.upper()} H={m.hidden_dim} W={m.wordvec_dim}, "
+                 f"{solver.update_rule_name} batch {solver.batch_size}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _write_json(path, doc):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2, default=checkpoint._to_builtin)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

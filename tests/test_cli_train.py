@@ -1,0 +1,120 @@
+"""fastrnn-train and fastrnn-eval, run in-process on a tiny synthetic COCO folder."""
+import json
+
+import numpy as np
+import pytest
+
+from fastrnn import checkpoint
+from fastrnn.cli import evaluate, train
+from fastrnn.data import synthetic
+
+# small enough for a second or two per run
+FAST = ["--hidden-dim", "32", "--wordvec-dim", "16", "--batch-size", "100", "--eval-samples",
+        "40", "--no-progress", "--print-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("coco") / "tiny"
+    synthetic.generate(folder, size="tiny", seed=0, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """One epoch of fastrnn-train; returns (out folder, its stdout)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    capture = pytest.MonkeyPatch()
+    lines = []
+    capture.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+    try:
+        status = train.main(["--data", str(tiny), "--num-epochs", "1", "--out", str(out), *FAST])
+    finally:
+        capture.undo()
+    assert status == 0
+    return out, "\n".join(lines)
+
+
+def test_train_writes_its_outputs(trained):
+    out, _ = trained
+    for name in ("checkpoint.npz", "loss.png", "metrics.json", "run.json"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations"] == 15            # 1,500 captions / batch 100, one epoch
+    assert metrics["model"]["cell_type"] == "lstm" and metrics["model"]["hidden_dim"] == 32
+    assert set(metrics["val"]) == {"reference_bleu", "bleu1", "bleu2", "bleu3", "bleu4"}
+    assert all(0 <= v <= 1 for v in metrics["val"].values())
+    assert metrics["oracle"]["reference_bleu"] > 0     # read from synthetic_info.json
+    assert metrics["seconds_per_iteration"]["median"] > 0
+    assert len(metrics["samples"]) == 5 and metrics["samples"][0]["ground_truth"]
+    assert len(metrics["eval_history"]) == 1
+    model = checkpoint.load_model(out / "checkpoint.npz")
+    assert model.hidden_dim == 32 and model.cell_type == "lstm"
+
+
+def test_train_prints_backend_speed_scores_and_samples(trained):
+    _, text = trained
+    assert "backend" in text and "s/iteration" in text
+    assert "reference (unigram sentence BLEU)" in text and "oracle" in text
+    assert "model:" in text and "truth:" in text
+
+
+def test_resume_trains_on_to_the_new_epoch_count(trained, tiny, tmp_path):
+    out, _ = trained
+    status = train.main(["--resume", str(out / "checkpoint.npz"), "--num-epochs", "2",
+                         "--out", str(tmp_path), "--eval-samples", "0", "--no-progress"])
+    assert status == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["iterations"] == 30
+    assert metrics["data"] == str(tiny)   # the data folder came from the run's run.json
+    assert "val" not in metrics           # --eval-samples 0 skips scoring
+
+
+def test_eval_scores_a_checkpoint(trained, tiny, tmp_path, capsys):
+    out, _ = trained
+    report = tmp_path / "scores.json"
+    status = evaluate.main([str(out / "checkpoint.npz"), "--data", str(tiny), "--num-samples",
+                            "30", "--beam-size", "2", "--no-progress", "--json", str(report)])
+    assert status == 0
+    text = capsys.readouterr().out
+    assert "beam 2 decoding" in text and "BLEU4 (corpus)" in text and "model:" in text
+    scores = json.loads(report.read_text())
+    assert scores["beam_size"] == 2 and set(scores["scores"]) >= {"reference_bleu", "bleu4"}
+
+
+def test_missing_data_folder_suggests_the_generator(tmp_path, capsys):
+    status = train.main(["--data", str(tmp_path / "nowhere"), "--no-progress"])
+    assert status == 2
+    assert "fastrnn-data synth" in capsys.readouterr().err
+
+
+def test_eval_of_a_missing_checkpoint(tmp_path, capsys):
+    assert evaluate.main([str(tmp_path / "none.npz")]) == 2
+    assert "none.npz" in capsys.readouterr().err
+
+
+def test_presets_and_explicit_flags():
+    parser = train.build_parser()
+    baseline = train.settings_from(parser.parse_args(["--preset", "baseline"]))
+    assert baseline == dict(cell_type="lstm", hidden_dim=2048, wordvec_dim=256, batch_size=1024,
+                            num_epochs=3, update_rule="adam", lr=1e-4, lr_decay=0.9,
+                            dtype="float32", print_every=10)
+    tuned = train.settings_from(parser.parse_args(["--preset", "baseline", "--lr", "3e-4",
+                                                   "--cell-type", "rnn"]))
+    assert tuned["lr"] == 3e-4 and tuned["cell_type"] == "rnn" and tuned["hidden_dim"] == 2048
+    with pytest.raises(train.CliError, match="--batch-size"):
+        train.settings_from(parser.parse_args(["--batch-size", "0"]))
+
+
+@pytest.mark.parametrize("command", [train, evaluate])
+def test_help_documents_every_flag(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        command.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for action in command.build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        if action.option_strings and action.dest != "help":
+            assert action.help, action.dest
