@@ -15,8 +15,10 @@ reference). What changes is how the work is laid out:
 
 Caches are private to this backend (``fastrnn.layers`` routes a cache back to
 the backend that made it). Inputs arrive validated but possibly non-contiguous
-or Fortran-ordered: kernels only ever see C-contiguous arrays, which also keeps
-them at one compiled signature per dtype.
+or Fortran-ordered: the layer functions hand kernels C-contiguous arrays only,
+which also keeps them at one compiled signature per dtype (the in-place KERNELS
+take the engine's arrays as they are; another layout compiles another
+signature). Small work runs on serial twins of the kernels (see ``_kernel``).
 """
 import numpy as np
 
