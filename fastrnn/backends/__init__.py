@@ -98,6 +98,8 @@ def load_backend(name):
             except ImportError as err:
                 raise ImportError(f"fastrnn backend {name!r} failed to import ({err}); "
                                   f"{_REBUILD_HINT.get(name, '')}") from err
+            from fastrnn import threads
+            threads.apply_to_loaded_backends()   # FASTRNN_NUM_THREADS also limits BLAS
             reference = None if name == REFERENCE else load_backend(REFERENCE).module
             _loaded[name] = Backend(name, module, reference)
         return _loaded[name]
