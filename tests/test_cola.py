@@ -184,11 +184,14 @@ def test_cli_trains_reports_and_writes_a_checkpoint(cola_dir, tmp_path, capsys):
 
 
 def test_cli_without_mask_and_other_pooling_runs(cola_dir, capsys):
-    code = cli.main(["--data", str(cola_dir), "--n-train", "250", "--epochs", "1",
+    code = cli.main(["--data", str(cola_dir), "--n-train", "250", "--epochs", "3",
                      "--no-mask", "--pooling", "mean", "--bench-batches", "0",
-                     "--word-dropout", "0.1", "--label-smoothing", "0.1"] + SMALL)
+                     "--word-dropout", "0.1", "--label-smoothing", "0.1", "--ema", "0.9",
+                     "--augment", "0.5", "--threshold", "tune", "--time-limit", "1e-9"] + SMALL)
     assert code == 0
-    assert "mask off" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "mask off" in text
+    assert "best epoch 1 of 1 (stopped by --time-limit)" in text
 
 
 def test_cli_reports_missing_data_clearly(tmp_path, capsys):
@@ -279,3 +282,8 @@ def test_corrupted_copies_are_labelled_unacceptable_and_differ_by_one_local_edit
             assert _is_one_local_edit(original, copy), (original, copy)
             edits += 1
     assert edits >= len(sources) - 1
+
+
+def test_cli_rejects_a_bad_threshold(cola_dir, capsys):
+    assert cli.main(["--data", str(cola_dir), "--threshold", "1.5", "--no-progress"]) == 2
+    assert "--threshold must be in (0, 1)" in capsys.readouterr().err

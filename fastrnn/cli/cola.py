@@ -128,17 +128,42 @@ def main(argv=None):
 def train_and_evaluate(data, args, threshold):
     """Fit, select on validation, score the best checkpoint on test. Returns a dict."""
     torch.manual_seed(args.seed)
-    batch_rng = np.random.default_rng(args.seed)
-    model = ClassificationTransformer(
+    model = build_model(data, args)
+    run_started, cpu_started = time.perf_counter(), time.process_time()
+    best, fit = fit_and_select(model, data, args, threshold)
+    model.load_state_dict(best["state"])
+    result = dict(fit, **score_on_test(model, data, args, best["threshold"]),
+                  best_epoch=best["epoch"], val_mcc=best["val_mcc"],
+                  threshold=best["threshold"],
+                  # Wall time depends on what else runs on the machine; CPU time much less so.
+                  run_seconds=time.perf_counter() - run_started,
+                  run_cpu_seconds=time.process_time() - cpu_started)
+    if args.bench_batches:
+        result["throughput"] = benchmark_mask(model, _tensors(data.train), args)
+    if args.out:
+        save_checkpoint(args.out, model, best, args, result)
+    return result
+
+
+def build_model(data, args):
+    return ClassificationTransformer(
         data.word_to_ix, hidden_dim=args.hidden_dim, num_heads=args.heads,
         dim_feedforward=args.dim_feedforward, dim_k=args.head_dim, dim_v=args.head_dim,
         dim_q=args.head_dim, max_length=args.max_length, dropout=args.dropout,
         embed_dropout=args.embed_dropout, pooling=args.pooling, seed=args.seed)
+
+
+def fit_and_select(model, data, args, threshold):
+    """Train epoch by epoch; keep the weights with the best validation MCC.
+
+    Returns (best, fit): best holds the kept state_dict, its epoch, validation
+    MCC and decision threshold; fit the per-epoch history and timings.
+    """
+    batch_rng = np.random.default_rng(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = -(-len(data.train) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(args.schedule, args.warmup, steps_per_epoch * args.epochs))
-
     # The averaged copy is what gets validated, kept and tested: it smooths the
     # step-to-step noise of a small, noisy training set.
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) \
@@ -146,13 +171,13 @@ def train_and_evaluate(data, args, threshold):
     evaluated = averaged.module if averaged else model
     train = _tensors(data.train)
     best = {"val_mcc": -np.inf, "epoch": 0}
-    history, train_seconds, sentences_seen = [], 0.0, 0
-    stopped_by_time, run_started, cpu_started = False, time.perf_counter(), time.process_time()
+    history, train_seconds, stopped_by_time = [], 0.0, False
+    started = time.perf_counter()
     bar = tqdm(total=steps_per_epoch * args.epochs, desc="fastrnn-cola", unit="batch",
                disable=args.no_progress, leave=False)
     for epoch in range(1, args.epochs + 1):
         model.train()
-        started = time.perf_counter()
+        epoch_started = time.perf_counter()
         losses = []
         for rows in np.array_split(batch_rng.permutation(len(data.train)), steps_per_epoch):
             losses.append(train_step(model, optimizer, train, torch.from_numpy(rows), args))
@@ -160,19 +185,18 @@ def train_and_evaluate(data, args, threshold):
             if averaged:
                 averaged.update_parameters(model)
             bar.update(1)
-        train_seconds += time.perf_counter() - started
-        sentences_seen += len(data.train)
+        train_seconds += time.perf_counter() - epoch_started
 
         val = evaluate(evaluated, data.val, args.mask)
-        val_threshold = tune_threshold(val["probs"], data.val.labels) if threshold is None \
-            else threshold
+        val_threshold = threshold if threshold is not None else \
+            tune_threshold(val["probs"], data.val.labels)
         val_mcc = matthews_corrcoef(data.val.labels, val["probs"] >= val_threshold)
         history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)),
                             val_loss=val["loss"], val_mcc=val_mcc, threshold=val_threshold))
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_mcc=f"{val_mcc:.3f}")
         tqdm.write(f"epoch {epoch:3d}  train loss {np.mean(losses):.4f}  val loss "
                    f"{val['loss']:.4f}  val MCC {val_mcc:.4f}  "
-                   f"({time.perf_counter() - run_started:.0f} s)", file=sys.stdout)
+                   f"({time.perf_counter() - started:.0f} s)", file=sys.stdout)
         sys.stdout.flush()  # progress stays visible when stdout is a file
         if val_mcc > best["val_mcc"]:
             best = dict(val_mcc=val_mcc, epoch=epoch, threshold=val_threshold,
@@ -181,35 +205,28 @@ def train_and_evaluate(data, args, threshold):
                 save_checkpoint(args.out, model, best, args)
         elif args.patience and epoch - best["epoch"] >= args.patience:
             break
-        if args.time_limit and time.perf_counter() - run_started > args.time_limit:
+        if args.time_limit and time.perf_counter() - started > args.time_limit:
             stopped_by_time = True
             break
     bar.close()
+    fit = dict(history=history, stopped_by_time=stopped_by_time, train_seconds=train_seconds,
+               train_sentences_per_s=len(history) * len(data.train) / train_seconds)
+    return best, fit
 
-    model.load_state_dict(best["state"])
-    test = evaluate(model, data.test, args.mask)
-    predictions = test["probs"] >= best["threshold"]
+
+def score_on_test(model, data, args, threshold):
+    """Accuracy and MCC on the held-out split, and the majority-class baseline's."""
+    probs = evaluate(model, data.test, args.mask)["probs"]
+    labels = data.test.labels
+    predictions = probs >= threshold
     majority = int(np.mean(data.train.labels) >= 0.5)
-    result = dict(
-        history=history, best_epoch=best["epoch"], val_mcc=best["val_mcc"],
-        threshold=best["threshold"],
-        test_accuracy=float(np.mean(predictions == data.test.labels)),
-        test_mcc=matthews_corrcoef(data.test.labels, predictions),
-        test_mcc_at_half=matthews_corrcoef(data.test.labels, test["probs"] >= 0.5),
+    return dict(
+        test_accuracy=float(np.mean(predictions == labels)),
+        test_mcc=matthews_corrcoef(labels, predictions),
+        test_mcc_at_half=matthews_corrcoef(labels, probs >= 0.5),
         majority_class=majority,
-        majority_accuracy=float(np.mean(data.test.labels == majority)),
-        majority_mcc=matthews_corrcoef(data.test.labels, np.full(len(data.test), majority)),
-        stopped_by_time=stopped_by_time,
-        train_sentences_per_s=sentences_seen / train_seconds,
-        train_seconds=train_seconds,
-        # Wall time depends on what else runs on the machine; CPU time much less so.
-        run_seconds=time.perf_counter() - run_started,
-        run_cpu_seconds=time.process_time() - cpu_started)
-    if args.bench_batches:
-        result["throughput"] = benchmark_mask(model, train, args)
-    if args.out:
-        save_checkpoint(args.out, model, best, args, result)
-    return result
+        majority_accuracy=float(np.mean(labels == majority)),
+        majority_mcc=matthews_corrcoef(labels, np.full(len(labels), majority)))
 
 
 def train_step(model, optimizer, train, rows, args):
