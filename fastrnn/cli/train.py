@@ -30,8 +30,8 @@ PROG = "fastrnn-train"
 # "default" learns the built-in synthetic set in a few minutes on 2 cores;
 # "baseline" is the SPEC section 6 full-COCO run (1,170 iterations on all 400,135 captions).
 PRESETS = {
-    "default": dict(cell_type="lstm", hidden_dim=256, wordvec_dim=128, batch_size=100,
-                    num_epochs=4, update_rule="adam", lr=5e-3, lr_decay=0.95,
+    "default": dict(cell_type="lstm", hidden_dim=512, wordvec_dim=256, batch_size=100,
+                    num_epochs=6, update_rule="adam", lr=5e-3, lr_decay=0.95,
                     dtype="float32", print_every=100),
     "baseline": dict(cell_type="lstm", hidden_dim=2048, wordvec_dim=256, batch_size=1024,
                      num_epochs=3, update_rule="adam", lr=1e-4, lr_decay=0.9,
