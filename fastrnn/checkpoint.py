@@ -109,7 +109,7 @@ def load_model(path):
 
 
 def _write_atomically(path, write):
-    """Call write(file) on a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+    """write(file) into a temporary file next to ``path``, fsync, rename it over ``path``."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)

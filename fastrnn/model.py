@@ -68,7 +68,9 @@ class CaptioningRNN:
         self.cell_type = cell_type
         self.word_to_idx = dict(word_to_idx)
         self.idx_to_word = {i: w for w, i in self.word_to_idx.items()}
-        self.input_dim, self.wordvec_dim, self.hidden_dim = int(input_dim), int(wordvec_dim), int(hidden_dim)
+        self.input_dim = int(input_dim)
+        self.wordvec_dim = int(wordvec_dim)
+        self.hidden_dim = int(hidden_dim)
         self._null = self.word_to_idx["<NULL>"]
         self._start = self.word_to_idx["<START>"]
         self._end = self.word_to_idx["<END>"]
@@ -142,7 +144,8 @@ class CaptioningRNN:
 
     def _check_features(self, fn, features):
         if not isinstance(features, np.ndarray):
-            raise TypeError(f"{fn}: features must be a numpy.ndarray, got {type(features).__name__}")
+            raise TypeError(f"{fn}: features must be a numpy.ndarray, "
+                            f"got {type(features).__name__}")
         if features.ndim != 2 or features.shape[1] != self.input_dim:
             raise ValueError(f"{fn}: features must have shape (N, D) with D = input_dim = "
                              f"{self.input_dim}, got {features.shape}")
@@ -168,7 +171,8 @@ class CaptioningRNN:
         loss, dscores = layers.temporal_softmax_loss(scores, captions_out, mask)
 
         grads = {}
-        dh, grads["W_vocab"], grads["b_vocab"] = layers.temporal_affine_backward(dscores, cache_vocab)
+        dh, grads["W_vocab"], grads["b_vocab"] = layers.temporal_affine_backward(
+            dscores, cache_vocab)
         dx, dh0, grads["Wx"], grads["Wh"], grads["b"] = recurrent_backward(dh, cache_rnn)
         grads["W_embed"] = layers.word_embedding_backward(dx, cache_embed)
         _, grads["W_proj"], grads["b_proj"] = layers.affine_backward(dh0, cache_proj)

@@ -1,7 +1,6 @@
 """fastrnn-train and fastrnn-eval, run in-process on a tiny synthetic COCO folder."""
 import json
 
-import numpy as np
 import pytest
 
 from fastrnn import checkpoint

@@ -75,15 +75,21 @@ def build_parser():
     model.add_argument("--preset", choices=sorted(PRESETS), default="default",
                        help="default: a few minutes on the built-in synthetic set; baseline: "
                             "the SPEC full-COCO run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
-    model.add_argument("--cell-type", choices=("rnn", "lstm"), help=_preset_help("cell_type", "recurrent cell"))
-    model.add_argument("--hidden-dim", type=int, metavar="H", help=_preset_help("hidden_dim", "hidden state size"))
-    model.add_argument("--wordvec-dim", type=int, metavar="W", help=_preset_help("wordvec_dim", "word vector size"))
-    model.add_argument("--dtype", choices=("float32", "float64"), help=_preset_help("dtype", "weight and activation dtype"))
-    model.add_argument("--batch-size", type=int, metavar="B", help=_preset_help("batch_size", "captions per iteration"))
+    model.add_argument("--cell-type", choices=("rnn", "lstm"),
+                       help=_preset_help("cell_type", "recurrent cell"))
+    model.add_argument("--hidden-dim", type=int, metavar="H",
+                       help=_preset_help("hidden_dim", "hidden state size"))
+    model.add_argument("--wordvec-dim", type=int, metavar="W",
+                       help=_preset_help("wordvec_dim", "word vector size"))
+    model.add_argument("--dtype", choices=("float32", "float64"),
+                       help=_preset_help("dtype", "weight and activation dtype"))
+    model.add_argument("--batch-size", type=int, metavar="B",
+                       help=_preset_help("batch_size", "captions per iteration"))
     model.add_argument("--num-epochs", type=int, metavar="E",
                        help=_preset_help("num_epochs", "epochs of max(num_train // batch_size, 1) "
                                          "iterations; with --resume, the total to reach"))
-    model.add_argument("--update-rule", choices=sorted(RULES), help=_preset_help("update_rule", "optimizer"))
+    model.add_argument("--update-rule", choices=sorted(RULES),
+                       help=_preset_help("update_rule", "optimizer"))
     model.add_argument("--lr", type=float, metavar="LR", help=_preset_help("lr", "learning rate"))
     model.add_argument("--lr-decay", type=float, metavar="F",
                        help=_preset_help("lr_decay", "learning rate multiplier after every epoch"))
@@ -170,7 +176,8 @@ def run(args):
         check_compatible(solver.model, data, data_dir)
     else:
         model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],
-                              wordvec_dim=settings["wordvec_dim"], hidden_dim=settings["hidden_dim"],
+                              wordvec_dim=settings["wordvec_dim"],
+                              hidden_dim=settings["hidden_dim"],
                               cell_type=settings["cell_type"], dtype=np.dtype(settings["dtype"]),
                               seed=args.seed)
         solver = CaptioningSolver(
