@@ -15,7 +15,6 @@ conditions. Peak memory is measured per contender in a fresh process.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -220,7 +219,7 @@ def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True):
 
 
 _PROBE = """
-import json, resource, sys
+import json, sys
 from fastrnn.cli import bench
 spec = json.loads(sys.argv[1])
 print(json.dumps(bench._memory_probe(**spec)))
@@ -244,8 +243,17 @@ def _memory_probe(name, preset, seed, iters):
     for i in range(iters):
         contender.step(*batches[i % len(batches)])
         after.append(_rss_bytes())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    return {"rss_before_bytes": before, "rss_after_bytes": after, "peak_rss_bytes": peak}
+    return {"rss_before_bytes": before, "rss_after_bytes": after, "peak_rss_bytes": _peak_rss_bytes()}
+
+
+def _peak_rss_bytes():
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that
+    over from the parent across fork + exec, so a child would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM line in /proc/self/status")
 
 
 def measure_memory(name, preset, seed, iters=2, threads=None):
