@@ -192,11 +192,15 @@ def run(args):
         "seed": args.seed, "preset": args.preset, "settings": settings})
 
     _print_plan(solver, data_dir, backend, threads, out)
-    start = time.perf_counter()
+    first_iteration, start = solver.iteration, time.perf_counter()
+    if first_iteration >= solver.num_iterations:
+        print(f"{PROG}: nothing to train: the run is at iteration {first_iteration}, "
+              f"{solver.num_epochs} epochs end at {solver.num_iterations} (raise --num-epochs)")
     solver.train()
     train_seconds = time.perf_counter() - start
     path = solver.save_checkpoint()
-    return _report(args, solver, data, data_dir, out, path, backend, threads, train_seconds)
+    return _report(args, solver, data, data_dir, out, path, backend, threads, train_seconds,
+                   first_iteration)
 
 
 def _saved_run(resume):
@@ -250,13 +254,15 @@ def _print_plan(solver, data_dir, backend, threads, out):
           f"threads {threads}; writing to {os.path.abspath(out)}")
 
 
-def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads, train_seconds):
-    times = solver.iter_times[1:] or solver.iter_times   # the first iteration includes warm-up
+def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads, train_seconds,
+            first_iteration):
+    this_run = solver.iter_times[first_iteration:]
+    times = this_run[1:] or this_run   # the first iteration includes warm-up (JIT, caches)
     s_per_it = float(np.median(times)) if times else None
     if s_per_it is not None:
-        print(f"\n{PROG}: trained {solver.iteration} iterations in {train_seconds:.1f} s on "
-              f"backend {backend}: {s_per_it:.4f} s/iteration (median), "
-              f"{np.mean(times):.4f} mean")
+        print(f"\n{PROG}: trained iterations {first_iteration + 1}..{solver.iteration} in "
+              f"{train_seconds:.1f} s on backend {backend}: {s_per_it:.4f} s/iteration "
+              f"(median), {np.mean(times):.4f} mean")
     metrics_doc = {
         "backend": backend, "threads": threads, "data": os.path.abspath(data_dir),
         "model": {k: v for k, v in solver.model.config().items() if k != "word_to_idx"},
