@@ -94,3 +94,26 @@ def test_a_dead_rank_makes_the_others_fail_clearly(tiny_coco, tmp_path):
     assert "DistributedError" in survivor_out
     assert "all-reduce failed at iteration 3" in survivor_out
     assert not (tmp_path / "result.npz").exists()
+
+
+@pytest.mark.slow
+def test_fastrnn_train_under_torchrun(tiny_coco, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, FASTRNN_DIST_TIMEOUT="60")
+    common = ["--data", str(tiny_coco), "--batch-size", "100", "--hidden-dim", "32",
+              "--wordvec-dim", "16", "--eval-samples", "20", "--no-progress", "--out", str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+           "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "fastrnn.cli.train",
+           "--distributed", "--num-epochs", "1", *common]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "data-parallel over 2 ranks" in proc.stdout
+    assert proc.stdout.count("fastrnn-train: wrote") == 1      # rank 0 alone reports
+    assert (out / "checkpoint.npz").exists() and (out / "metrics.json").exists()
+
+    # the 2-rank checkpoint resumes in a single process
+    resume = subprocess.run([sys.executable, "-m", "fastrnn.cli.train", "--resume",
+                             str(out / "checkpoint.npz"), "--num-epochs", "2", "--eval-samples",
+                             "0", "--no-progress"], capture_output=True, text=True, timeout=240)
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert "resuming" in resume.stdout

@@ -3,6 +3,7 @@
     fastrnn-train                        # built-in synthetic COCO set, a few minutes on 2 cores
     fastrnn-train --data ~/coco_captioning --preset baseline    # the SPEC section 6 run
     fastrnn-train --resume runs/20260101-120000/checkpoint.npz  # continue after Ctrl-C
+    torchrun --nproc-per-node 2 -m fastrnn.cli.train --distributed   # data-parallel
 
 Writes to --out: checkpoint.npz (every epoch, on Ctrl-C and at the end),
 loss.png, metrics.json and run.json (the settings, read back by --resume).
@@ -21,6 +22,8 @@ from fastrnn import checkpoint, metrics
 from fastrnn.cli.evaluate import (CliError, check_compatible, evaluate, load_data,
                                   print_samples, print_scores, read_oracle, resolve_data_dir,
                                   sample_captions, setup_compute)
+from fastrnn.distributed import (DistributedContext, DistributedError, distributed_solver,
+                                 launched_by_torchrun)
 from fastrnn.model import CaptioningRNN
 from fastrnn.optim import RULES
 from fastrnn.solver import CaptioningSolver, TrainingDiverged
@@ -116,6 +119,12 @@ def build_parser():
                      help="continue the run saved in CHECKPOINT (model, optimizer, minibatch "
                           "generator and counters), bit for bit")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--distributed", action="store_true",
+                     help="train data-parallel over the processes of a torchrun launch (gloo): "
+                          "each rank computes the gradients of its shard of every global batch, "
+                          "one all-reduce per iteration, rank 0 writes checkpoints and reports. "
+                          "Automatic when WORLD_SIZE > 1. Default threads per rank: cores / "
+                          "ranks on the machine")
     return p
 
 
@@ -148,7 +157,7 @@ def main(argv=None):
     except CliError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:
+    except (TrainingDiverged, DistributedError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -161,6 +170,12 @@ def run(args):
     saved_run = _saved_run(args.resume) if args.resume else {}
     out = args.out or (os.path.dirname(os.path.abspath(args.resume)) if args.resume
                        else os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))
+    context = None
+    if args.distributed or launched_by_torchrun():
+        context = DistributedContext()
+        if args.threads is None:   # share the machine's cores between its ranks
+            local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size))
+            args.threads = max(1, (os.cpu_count() or 1) // local_ranks)
     backend, threads = setup_compute(args.backend, args.threads)
 
     data_arg = args.data if args.data is not None else saved_run.get("data")
@@ -172,7 +187,7 @@ def run(args):
     progress = not args.no_progress
 
     if args.resume:
-        solver = _resume(args, data, out, eval_fn, progress)
+        solver = _resume(args, data, out, eval_fn, progress, context)
         check_compatible(solver.model, data, data_dir)
     else:
         model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],
@@ -180,24 +195,35 @@ def run(args):
                               hidden_dim=settings["hidden_dim"],
                               cell_type=settings["cell_type"], dtype=np.dtype(settings["dtype"]),
                               seed=args.seed)
-        solver = CaptioningSolver(
-            model, data, update_rule=settings["update_rule"],
+        solver_kwargs = dict(
+            update_rule=settings["update_rule"],
             optim_config={"learning_rate": settings["lr"]}, lr_decay=settings["lr_decay"],
             batch_size=settings["batch_size"], num_epochs=settings["num_epochs"],
             print_every=settings["print_every"], verbose=True, seed=args.seed,
             checkpoint_dir=out, eval_fn=eval_fn, progress=progress)
+        solver = (CaptioningSolver(model, data, **solver_kwargs) if context is None
+                  else distributed_solver(context, model, data, **solver_kwargs))
+    if context is not None and not context.is_main:
+        solver.train()     # rank 0 alone writes files and reports
+        context.close()
+        return 0
     os.makedirs(out, exist_ok=True)
     _write_json(os.path.join(out, "run.json"), {
         "data": os.path.abspath(data_dir), "max_train": max_train, "raw_features": raw_features,
         "seed": args.seed, "preset": args.preset, "settings": settings})
 
     _print_plan(solver, data_dir, backend, threads, out)
+    if context is not None:
+        print(f"{PROG}: data-parallel over {context.world_size} ranks (gloo); global batch "
+              f"{solver.batch_size}, about {solver.batch_size // context.world_size} per rank")
     first_iteration, start = solver.iteration, time.perf_counter()
     if first_iteration >= solver.num_iterations:
         print(f"{PROG}: nothing to train: the run is at iteration {first_iteration}, "
               f"{solver.num_epochs} epochs end at {solver.num_iterations} (raise --num-epochs)")
     solver.train()
     train_seconds = time.perf_counter() - start
+    if context is not None:
+        context.close()
     path = solver.save_checkpoint()
     return _report(args, solver, data, data_dir, out, path, backend, threads, train_seconds,
                    first_iteration)
@@ -212,7 +238,7 @@ def _saved_run(resume):
         return json.load(f)
 
 
-def _resume(args, data, out, eval_fn, progress):
+def _resume(args, data, out, eval_fn, progress, context=None):
     overrides = {"checkpoint_dir": out, "eval_fn": eval_fn, "progress": progress, "verbose": True}
     if args.num_epochs is not None:
         overrides["num_epochs"] = args.num_epochs
@@ -223,11 +249,13 @@ def _resume(args, data, out, eval_fn, progress):
     if args.print_every is not None:
         overrides["print_every"] = args.print_every
     try:
-        solver = CaptioningSolver.resume(args.resume, data, **overrides)
+        solver = (CaptioningSolver.resume(args.resume, data, **overrides) if context is None
+                  else distributed_solver(context, None, data, resume=args.resume, **overrides))
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
-    print(f"{PROG}: resuming {args.resume} at iteration {solver.iteration} "
-          f"(epoch {solver.epoch} of {solver.num_epochs})")
+    if context is None or context.is_main:
+        print(f"{PROG}: resuming {args.resume} at iteration {solver.iteration} "
+              f"(epoch {solver.epoch} of {solver.num_epochs})")
     return solver
 
 
