@@ -13,16 +13,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastrnn._validate import Signature
-from fastrnn.backends import active, load_backend
+from fastrnn.backends import API, active, load_backend
 
-__all__ = [
-    "affine_forward", "affine_backward",
-    "rnn_step_forward", "rnn_step_backward", "rnn_forward", "rnn_backward",
-    "word_embedding_forward", "word_embedding_backward",
-    "lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward",
-    "temporal_affine_forward", "temporal_affine_backward",
-    "temporal_softmax_loss",
-]
+__all__ = list(API)
 
 
 class Cache(NamedTuple):
