@@ -193,12 +193,14 @@ def test_float32_matches_float64(backend, rng):
 
 
 def test_extreme_preactivations_do_not_overflow(backend):
-    x = np.full((2, 3), 1e4, dtype=np.float32)
+    N, H = 2, 3
+    f32 = np.float32
+    x = np.full((N, 1), 1e4, f32)
+    Wx = np.tile(np.array([1, -1], f32), 2 * H)[None, :]   # pre-activations of +-1e4
+    zeros = np.zeros((N, H), f32)
     with np.errstate(all="raise"):
-        h, c, _ = layers.lstm_step_forward(x, -x[:, :1] * 0, np.zeros((2, 1), np.float32),
-                                           np.ones((3, 4), np.float32) * np.array([1, -1, 1, 1],
-                                                                                  np.float32),
-                                           np.zeros((1, 4), np.float32), np.zeros(4, np.float32))
+        h, c, _ = layers.lstm_step_forward(x, zeros, zeros, Wx, np.zeros((H, 4 * H), f32),
+                                           np.zeros(4 * H, f32))
     assert np.all(np.isfinite(h)) and np.all(np.isfinite(c))
 
 
