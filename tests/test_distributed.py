@@ -117,3 +117,16 @@ def test_fastrnn_train_under_torchrun(tiny_coco, tmp_path):
                              "0", "--no-progress"], capture_output=True, text=True, timeout=240)
     assert resume.returncode == 0, resume.stderr[-3000:]
     assert "resuming" in resume.stdout
+
+
+@pytest.mark.slow
+def test_bench_ranks_reports_matching_losses_and_identical_params(tmp_path, capsys):
+    from fastrnn.cli import bench
+    assert bench.main(["--preset", "tiny", "--ranks", "2", "--iters", "2", "--warmup", "1",
+                       "--json", str(tmp_path / "scaling.json")]) == 0
+    out = capsys.readouterr().out
+    assert "correctness-under-load check" in out
+    import json
+    summary = json.loads((tmp_path / "scaling.json").read_text())
+    assert summary["losses_match"] and summary["params_identical_across_ranks"]
+    assert summary["max_rel_loss_difference"] < 1e-5

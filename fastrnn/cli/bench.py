@@ -417,6 +417,13 @@ def build_parser():
     parser.add_argument("--profile", action="store_true",
                         help="also print where the fused engine's time goes, phase by phase")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--ranks", type=_positive, default=None, metavar="N",
+                        help="instead of the table above: data-parallel scaling check. Runs the "
+                             "fused fast path under torchrun with 1 rank and with N ranks (cores / "
+                             "N threads each) and reports seconds per iteration, the speed-up, "
+                             "whether the losses match the 1-rank run and whether every rank ends "
+                             "with identical parameters. On one machine the ranks share its "
+                             "cores: a correctness-under-load check, not a speed-up")
     return parser
 
 
@@ -482,6 +489,19 @@ def run(preset="full", iters=None, warmup=None, threads=None, contenders=None, s
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.ranks is not None:
+        from fastrnn.bench_distributed import scaling_report
+        cfg = PRESETS[args.preset]
+        summary, text = scaling_report(args.ranks, args.preset,
+                                       cfg["iters"] if args.iters is None else args.iters,
+                                       cfg["warmup"] if args.warmup is None else args.warmup,
+                                       args.seed, cores=args.threads)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(summary, f, indent=2)
+            print(f"wrote {args.json}")
+        return 0
     names = _contender_names(parser, args.backends)
     result = run(args.preset, args.iters, args.warmup, args.threads, names, args.seed,
                  memory=not args.no_memory, profile=args.profile, progress=not args.no_progress)
