@@ -3,8 +3,9 @@
 The model is fitted on 7,000 sentences of train.tsv, selected on the other
 1,551 (best validation Matthews correlation, early stopping), and the best
 checkpoint is scored once on the held-out dev.tsv, next to the majority-class
-baseline. The defaults are the recipe that reaches the project target (dev MCC
->= 0.15 from scratch in a few minutes on 2 cores); README.md lists the numbers.
+baseline. The defaults are the best recipe found so far (median dev MCC 0.12 over
+three seeds, from scratch, about 80 s of CPU per fit); the project target of 0.15
+is not reached yet. README.md lists the numbers and the commands.
 """
 import argparse
 import copy
@@ -99,7 +100,9 @@ def build_parser():
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="PATH", default=None,
                      help="write the best-on-validation checkpoint here (atomically)")
-    run.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    run.add_argument("--threads", type=int, default=2,
+                     help="torch intra-op threads; on a machine busy with other jobs 1 can be "
+                          "much faster than 2")
     run.add_argument("--bench-batches", type=int, default=20,
                      help="training batches timed with and without the padding mask after "
                           "training, side by side (0: skip)")
