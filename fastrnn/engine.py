@@ -37,7 +37,7 @@ from fastrnn._validate import Signature
 __all__ = ["captioning_loss", "plan_batch", "Workspace", "CELL_TYPES", "GEMM_PROVIDERS"]
 
 CELL_TYPES = ("lstm", "rnn")
-GEMM_PROVIDERS = ("auto", "numpy", "torch")
+GEMM_PROVIDERS = ("numpy", "torch")
 PARAM_NAMES = ("W_embed", "W_proj", "b_proj", "Wx", "Wh", "b", "W_vocab", "b_vocab")
 
 
@@ -129,41 +129,15 @@ class TorchGemm:
         return self.torch.from_numpy(a)
 
 
-class AutoGemm(NumpyGemm):
-    """NumPy's BLAS for the one-off products; PyTorch's ``addmm_`` for the products the
-    time loop accumulates, when PyTorch is importable.
-
-    ``addmm_`` adds inside the BLAS call (beta = 1) instead of a second pass, and in
-    side-by-side runs on the project's 2-core machine it kept its speed far better
-    than OpenBLAS under load from other processes (README, Performance), while
-    OpenBLAS was the faster one for the large one-off products.
-    """
-    name = "auto"
-
-    def __init__(self):
-        try:
-            self._torch = TorchGemm()
-        except ImportError:
-            self._torch = None
-
-    def mm_add(self, a, b, out, scratch):
-        if self._torch is None:
-            super().mm_add(a, b, out, scratch)
-        else:
-            self._torch.mm_add(a, b, out, scratch)
-
-
 _gemm_cache = {}
 
 
-def gemm_provider(name="auto"):
-    """The GEMM provider called ``name``: 'auto' (default), 'numpy' or 'torch' (needs PyTorch)."""
+def gemm_provider(name="numpy"):
+    """The GEMM provider called ``name``: 'numpy' (default) or 'torch' (needs PyTorch)."""
     if name not in GEMM_PROVIDERS:
         raise ValueError(f"gemm must be one of {GEMM_PROVIDERS}, got {name!r}")
     if name not in _gemm_cache:
-        if name == "auto":
-            _gemm_cache[name] = AutoGemm()
-        elif name == "torch":
+        if name == "torch":
             try:
                 _gemm_cache[name] = TorchGemm()
             except ImportError as err:
@@ -249,7 +223,7 @@ class _Clock:
 # ----------------------------------------------------------------- the loss
 
 def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", kernels=None,
-                    gemm="auto", workspace=None, timings=None):
+                    gemm="numpy", workspace=None, timings=None):
     """Loss and gradients of the captioning model, fused; equal to the reference path.
 
     Parameters
@@ -268,10 +242,10 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     kernels : object with ``lstm_gates_forward``, ``lstm_gates_backward`` and
         ``softmax_cross_entropy_rows`` (a ``fastrnn.backends`` Backend or module);
         default: the active backend.
-    gemm : {'auto', 'numpy', 'torch'}
-        Who computes the matrix products: NumPy's BLAS, PyTorch's (zero-copy views),
-        or 'auto' (NumPy's, except PyTorch's ``addmm_`` for the accumulating products
-        of the time loop when PyTorch is importable; see ``AutoGemm``).
+    gemm : {'numpy', 'torch'}
+        Who computes the matrix products: NumPy's BLAS (default: OpenBLAS in the numpy
+        wheels, measured faster on this project's machine, see README Performance) or
+        PyTorch's through zero-copy views (``addmm_`` accumulates inside the product).
     workspace : Workspace, optional
         Buffers to use; default: a cached one for these shapes.
     timings : dict, optional
