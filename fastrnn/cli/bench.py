@@ -497,10 +497,7 @@ def main(argv=None):
                                        cfg["warmup"] if args.warmup is None else args.warmup,
                                        args.seed, cores=args.threads)
         print(text)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(summary, f, indent=2)
-            print(f"wrote {args.json}")
+        _write_json(args.json, summary)
         return 0
     names = _contender_names(parser, args.backends)
     result = run(args.preset, args.iters, args.warmup, args.threads, names, args.seed,
@@ -511,11 +508,16 @@ def main(argv=None):
     print(format_table(result))
     if profile:
         print(profile)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+    _write_json(args.json, result)
     return 0
+
+
+def _write_json(path, doc):
+    """--json: write ``doc`` to ``path`` (when given)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
