@@ -70,28 +70,14 @@ def adam(w, dw, config=None):
     config.setdefault("beta2", 0.999)
     config.setdefault("epsilon", 1e-8)
     beta1, beta2 = float(config["beta1"]), float(config["beta2"])
-    lr, eps = float(config["learning_rate"]), float(config["epsilon"])
     t = config.get("t", 0) + 1
-    # m = beta1 m + (1 - beta1) dw;  v = beta2 v + (1 - beta2) dw^2
-    # next_w = w - lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - beta1^t), v_hat likewise.
-    # Written with in-place operations on fresh arrays: at the full-scale shape (21 M
-    # weights) every temporary costs a pass over memory, and the caller's arrays (w, dw and
-    # the m, v held in config) must never be modified.
-    m = np.multiply(dw, 1 - beta1)
-    if "m" in config:
-        m += beta1 * config["m"]
-    v = np.multiply(dw, dw)
-    v *= 1 - beta2
-    if "v" in config:
-        v += beta2 * config["v"]
-    denom = np.divide(v, 1 - beta2 ** t)
-    np.sqrt(denom, out=denom)
-    denom += eps
-    next_w = np.multiply(m, lr / (1 - beta1 ** t))
-    next_w /= denom
-    np.subtract(w, next_w, out=next_w)
+    m = beta1 * config.get("m", np.zeros_like(w)) + (1 - beta1) * dw
+    v = beta2 * config.get("v", np.zeros_like(w)) + (1 - beta2) * (dw * dw)
+    m_hat = m / (1 - beta1 ** t)
+    v_hat = v / (1 - beta2 ** t)
     config["m"], config["v"], config["t"] = m, v, t
-    return next_w, config
+    step = float(config["learning_rate"]) * m_hat / (np.sqrt(v_hat) + float(config["epsilon"]))
+    return w - step, config
 
 
 RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}
