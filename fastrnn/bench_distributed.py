@@ -29,7 +29,7 @@ def worker(preset, iters, warmup, seed):
 
     from fastrnn import optim
     from fastrnn.cli.bench import LEARNING_RATE, PRESETS, make_batches, vocabulary
-    from fastrnn.distributed import DistributedContext
+    from fastrnn.distributed import DistributedContext, global_loss_and_grads
     from fastrnn.model import CaptioningRNN
 
     cfg = PRESETS[preset]
@@ -43,10 +43,7 @@ def worker(preset, iters, warmup, seed):
         features, captions = batches[it % len(batches)]
         context.barrier()
         start = time.perf_counter()
-        shard = context.shard(len(captions))
-        loss, grads = model.loss(features[shard], captions[shard])
-        loss, grads = context.allreduce_gradients(
-            loss, grads, (shard.stop - shard.start) / len(captions), iteration=it + 1)
+        loss, grads = global_loss_and_grads(context, model, features, captions, iteration=it + 1)
         for k in model.params:
             model.params[k], configs[k] = optim.adam(model.params[k], grads[k], configs[k])
         if it >= warmup:

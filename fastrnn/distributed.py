@@ -62,8 +62,9 @@ class DistributedContext:
             dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
-        self._flat = None
+        self._flat = None     # flat gradient buffer, reused while the layout holds
         self._views = None
+        self._layout = None
 
     @property
     def is_main(self):
@@ -76,7 +77,7 @@ class DistributedContext:
     def _buffer(self, grads, dtype):
         """The flat buffer and per-key views, allocated once and reused every iteration."""
         layout = [(k, g.shape) for k, g in sorted(grads.items())]
-        if self._views is None or self._layout != layout or self._flat.dtype != dtype:
+        if self._layout != layout or self._flat.dtype != dtype:
             total = sum(int(np.prod(shape)) for _, shape in layout) + 1  # + the loss
             self._flat = np.empty(total, dtype=dtype)
             self._views, offset = {}, 0
@@ -136,6 +137,14 @@ class DistributedContext:
             self._dist.destroy_process_group()
 
 
+def global_loss_and_grads(context, model, features, captions, iteration=None):
+    """Loss and gradients of the whole global minibatch: this rank's shard, all-reduced."""
+    shard = context.shard(len(captions))
+    loss, grads = model.loss(features[shard], captions[shard])
+    weight = (shard.stop - shard.start) / len(captions)
+    return context.allreduce_gradients(loss, grads, weight, iteration=iteration)
+
+
 def distributed_solver(context, model, data, resume=None, **solver_kwargs):
     """A CaptioningSolver that trains data-parallel on ``context``'s process group.
 
@@ -150,10 +159,8 @@ def distributed_solver(context, model, data, resume=None, **solver_kwargs):
 
     class DistributedCaptioningSolver(CaptioningSolver):
         def _loss_and_grads(self, features, captions):
-            shard = context.shard(len(captions))
-            loss, grads = self.model.loss(features[shard], captions[shard])
-            weight = (shard.stop - shard.start) / len(captions)
-            return context.allreduce_gradients(loss, grads, weight, iteration=self.iteration + 1)
+            return global_loss_and_grads(context, self.model, features, captions,
+                                         iteration=self.iteration + 1)
 
         def train(self):
             context.broadcast_params(self.model.params)
