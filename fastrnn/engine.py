@@ -33,11 +33,11 @@ from contextlib import contextmanager
 import numpy as np
 
 from fastrnn._validate import Signature
+from fastrnn.gemm import GEMM_PROVIDERS, gemm_provider
 
 __all__ = ["captioning_loss", "plan_batch", "Workspace", "CELL_TYPES", "GEMM_PROVIDERS"]
 
 CELL_TYPES = ("lstm", "rnn")
-GEMM_PROVIDERS = ("numpy", "torch")
 PARAM_NAMES = ("W_embed", "W_proj", "b_proj", "Wx", "Wh", "b", "W_vocab", "b_vocab")
 
 
@@ -89,63 +89,6 @@ class BatchPlan:
 def plan_batch(captions, null_idx):
     """The ``BatchPlan`` of ``captions`` int (N, T+1) with ``<NULL>`` = ``null_idx``."""
     return BatchPlan(captions, null_idx)
-
-
-# --------------------------------------------------------------- GEMM providers
-
-class NumpyGemm:
-    """Matrix products through NumPy's BLAS (OpenBLAS in the numpy wheels)."""
-    name = "numpy"
-
-    def mm(self, a, b, out=None):
-        """a @ b, into ``out`` when given."""
-        return np.matmul(a, b, out=out)
-
-    def mm_add(self, a, b, out, scratch):
-        """out += a @ b; NumPy cannot accumulate inside the product, so via ``scratch``."""
-        np.matmul(a, b, out=scratch)
-        np.add(out, scratch, out=out)
-
-
-class TorchGemm:
-    """Matrix products through PyTorch's BLAS on zero-copy views of the NumPy arrays."""
-    name = "torch"
-
-    def __init__(self):
-        import torch  # optional: only this provider needs it
-        self.torch = torch
-
-    def mm(self, a, b, out=None):
-        if out is None:
-            out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        self.torch.mm(self._view(a), self._view(b), out=self._view(out))
-        return out
-
-    def mm_add(self, a, b, out, scratch):
-        self._view(out).addmm_(self._view(a), self._view(b))
-
-    def _view(self, a):
-        # torch.from_numpy keeps NumPy's strides, so transposed views stay zero-copy.
-        return self.torch.from_numpy(a)
-
-
-_gemm_cache = {}
-
-
-def gemm_provider(name="numpy"):
-    """The GEMM provider called ``name``: 'numpy' (default) or 'torch' (needs PyTorch)."""
-    if name not in GEMM_PROVIDERS:
-        raise ValueError(f"gemm must be one of {GEMM_PROVIDERS}, got {name!r}")
-    if name not in _gemm_cache:
-        if name == "torch":
-            try:
-                _gemm_cache[name] = TorchGemm()
-            except ImportError as err:
-                raise ImportError(f"gemm='torch' needs PyTorch, which is not importable "
-                                  f"({err}); use gemm='numpy'") from err
-        else:
-            _gemm_cache[name] = NumpyGemm()
-    return _gemm_cache[name]
 
 
 # ------------------------------------------------------------------- workspace
@@ -223,7 +166,7 @@ class _Clock:
 # ----------------------------------------------------------------- the loss
 
 def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", kernels=None,
-                    gemm="numpy", workspace=None, timings=None):
+                    gemm="auto", workspace=None, timings=None):
     """Loss and gradients of the captioning model, fused; equal to the reference path.
 
     Parameters
@@ -242,10 +185,10 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     kernels : object with ``lstm_gates_forward``, ``lstm_gates_backward`` and
         ``softmax_cross_entropy_rows`` (a ``fastrnn.backends`` Backend or module);
         default: the active backend.
-    gemm : {'numpy', 'torch'}
-        Who computes the matrix products: NumPy's BLAS (default: OpenBLAS in the numpy
-        wheels, measured faster on this project's machine, see README Performance) or
-        PyTorch's through zero-copy views (``addmm_`` accumulates inside the product).
+    gemm : {'auto', 'numpy', 'torch', 'onednn'}
+        Who computes the matrix products (``fastrnn.gemm``): 'auto' (default) sends
+        large float32 products to oneDNN inside PyTorch when it is installed and
+        everything else to NumPy's BLAS; the others force one provider.
     workspace : Workspace, optional
         Buffers to use; default: a cached one for these shapes.
     timings : dict, optional

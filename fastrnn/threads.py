@@ -12,6 +12,8 @@ first use) sets all three:
   ``omp_set_num_threads``).
 - BLAS: ``threadpoolctl.threadpool_limits(n, user_api="blas")``, held for the
   rest of the process.
+- PyTorch (when it is imported, e.g. by the oneDNN GEMM provider of
+  ``fastrnn.gemm``): ``torch.set_num_threads(n)``.
 
 Nothing heavy is imported here. A pool is only touched once its module is loaded:
 backends call ``apply_to_loaded_backends()`` when they load (the Numba backend
@@ -100,6 +102,8 @@ def apply_to_loaded_backends():
         if _CYTHON_MODULE in sys.modules:
             _apply("openmp", n, sys.modules[_CYTHON_MODULE].set_num_threads)
         _apply("blas", n, _set_blas)
+        if "torch" in sys.modules:
+            _apply("torch", n, sys.modules["torch"].set_num_threads)
         return dict(_applied)
 
 

@@ -12,12 +12,13 @@ import pytest
 
 import fastrnn
 from fastrnn import engine
+from fastrnn import gemm as gemm_module
 from fastrnn.backends import load_backend
 from fastrnn.gradcheck import rel_error
 from fastrnn.model import CaptioningRNN
 
 KERNELS = fastrnn.available_backends()          # 'numpy' always, compiled ones when built
-GEMMS = ["numpy"] + (["torch"] if importlib.util.find_spec("torch") else [])
+GEMMS = ["auto", "numpy"] + (["torch", "onednn"] if importlib.util.find_spec("torch") else [])
 NULL, START, END = 0, 1, 2
 
 
@@ -274,13 +275,34 @@ def test_model_keeps_the_reference_path_on_the_numpy_backend(monkeypatch):
         model.loss(rng.standard_normal((3, 7)), _captions(rng, 3, 4, 13))
 
 
+@pytest.mark.parametrize("gemm", GEMMS)
+def test_gemm_providers_agree_where_auto_takes_its_fast_route(gemm):
+    """Big enough (n * H * 4H >= AUTO_MIN_FLOP) that 'auto' sends the recurrent and
+    vocabulary products to oneDNN when PyTorch is installed."""
+    rng = np.random.default_rng(26)
+    model = _model(rng, "lstm", np.float32, V=40, D=9, W=11, H=64)
+    N = 150
+    assert N * 64 * 256 >= gemm_module.AUTO_MIN_FLOP
+    features = rng.standard_normal((N, 9)).astype(np.float32)
+    _assert_equal_to_reference(model, features, _captions(rng, N, 5, 40), gemm=gemm)
+
+
 def test_default_gemm_needs_no_pytorch(monkeypatch):
+    """Without a usable PyTorch, 'auto' quietly uses NumPy; asking for torch or onednn
+    by name raises an ImportError that says what is missing."""
     def no_torch(self):
         raise ImportError("No module named 'torch'")
-    monkeypatch.setattr(engine.TorchGemm, "__init__", no_torch)
-    monkeypatch.setattr(engine, "_gemm_cache", {})
-    rng = np.random.default_rng(17)
-    model = _model(rng, "lstm", np.float64)
-    _assert_equal_to_reference(model, rng.standard_normal((5, 7)), _captions(rng, 5, 6, 13))
-    with pytest.raises(ImportError, match="gemm='torch' needs PyTorch"):
-        engine.gemm_provider("torch")
+    monkeypatch.setattr(gemm_module.TorchGemm, "__init__", no_torch)
+    monkeypatch.setattr(gemm_module.OneDnnGemm, "__init__", no_torch)
+    gemm_module.clear_cache()
+    try:
+        assert gemm_module.gemm_provider("auto").uses == "numpy"
+        rng = np.random.default_rng(17)
+        model = _model(rng, "lstm", np.float32)
+        _assert_equal_to_reference(model, rng.standard_normal((5, 7)).astype(np.float32),
+                                   _captions(rng, 5, 6, 13), gemm="auto")
+        for name in ("torch", "onednn"):
+            with pytest.raises(ImportError, match=f"gemm='{name}' needs PyTorch"):
+                gemm_module.gemm_provider(name)
+    finally:
+        gemm_module.clear_cache()

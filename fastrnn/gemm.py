@@ -1,0 +1,198 @@
+"""Who computes the matrix products of the fast paths: a choice of GEMM provider.
+
+The products are most of the work of a training iteration (about 90% of the
+FLOPs at the full-scale shape), and the libraries that can do them differ a lot
+on a given CPU. Measured on this project's 2-core AMD EPYC (AVX-512) machine,
+float32, m x k x n = 1024 x 2048 x 8192 (``python benchmarks/compare_gemm.py``):
+
+==========  ===============================================  =============
+provider    what it calls                                    GFLOP/s
+==========  ===============================================  =============
+``numpy``   ``np.matmul``: OpenBLAS in the numpy wheels;      ~250 (with the
+            it honours ``OPENBLAS_CORETYPE`` (this machine    machine's
+            sets ``Haswell``, i.e. AVX2 kernels)              Haswell pin)
+``torch``   ``torch.mm`` on zero-copy views: Intel MKL in     ~190
+            the CPU wheel, which takes slow paths on AMD
+``onednn``  oneDNN's JIT matmul inside PyTorch                ~420-470
+            (``torch.ops.mkldnn._linear_pointwise``)
+==========  ===============================================  =============
+
+``onednn`` computes float32 products only and hands other dtypes to NumPy.
+``auto`` (the default of the fast paths) uses ``onednn`` for products of at
+least ``AUTO_MIN_FLOP`` multiply-adds when PyTorch is importable and its oneDNN
+op passes a self-check, and ``numpy`` for everything else (small products,
+where a call into PyTorch costs more than it saves, or no PyTorch).
+All providers give the same products up to float rounding; the fast paths'
+tests run against each one.
+
+A provider has two methods:
+
+- ``mm(a, b, out=None)``: ``a @ b`` (into ``out`` when given), returns the result;
+- ``mm_add(a, b, out, scratch)``: ``out += a @ b``; ``scratch`` is a buffer of
+  ``out``'s shape that a provider may use for the product.
+"""
+import threading
+
+import numpy as np
+
+__all__ = ["GEMM_PROVIDERS", "gemm_provider", "AUTO_MIN_FLOP"]
+
+GEMM_PROVIDERS = ("auto", "numpy", "torch", "onednn")
+AUTO_MIN_FLOP = 1 << 21    # m*k*n below this (128^3): NumPy, a PyTorch call costs more
+
+
+class NumpyGemm:
+    """Matrix products through NumPy's BLAS (OpenBLAS in the numpy wheels)."""
+    name = "numpy"
+
+    def mm(self, a, b, out=None):
+        return np.matmul(a, b, out=out)
+
+    def mm_add(self, a, b, out, scratch):
+        # NumPy cannot accumulate inside the product.
+        np.matmul(a, b, out=scratch)
+        np.add(out, scratch, out=out)
+
+
+class TorchGemm:
+    """Matrix products through PyTorch's BLAS (``torch.mm``) on zero-copy views."""
+    name = "torch"
+
+    def __init__(self):
+        import torch  # optional: only this provider needs it
+        self.torch = torch
+        from fastrnn.threads import apply_to_loaded_backends
+        apply_to_loaded_backends()   # PyTorch's pool follows fastrnn.set_num_threads
+
+    def mm(self, a, b, out=None):
+        if out is None:
+            out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        # torch.from_numpy keeps NumPy's strides, so transposed views stay zero-copy.
+        self.torch.mm(self.torch.from_numpy(a), self.torch.from_numpy(b),
+                      out=self.torch.from_numpy(out))
+        return out
+
+    def mm_add(self, a, b, out, scratch):
+        self.torch.from_numpy(out).addmm_(self.torch.from_numpy(a), self.torch.from_numpy(b))
+
+
+class OneDnnGemm:
+    """float32 products through oneDNN's matmul inside PyTorch (others through NumPy).
+
+    The op computes ``x @ w.T (+ other)`` into a fresh tensor, so ``a @ b`` passes
+    ``b.T`` as the weight (a zero-copy view) and a result wanted in ``out`` is
+    copied there; ``mm_add`` fuses the accumulation into the product
+    (oneDNN's binary-add post-op) and copies the sum back.
+    """
+    name = "onednn"
+
+    def __init__(self):
+        import torch  # optional: only this provider needs it
+        self.torch = torch
+        self.op = torch.ops.mkldnn._linear_pointwise
+        self._self_check()
+        from fastrnn.threads import apply_to_loaded_backends
+        apply_to_loaded_backends()   # PyTorch's pool follows fastrnn.set_num_threads
+
+    def mm(self, a, b, out=None):
+        if not self._serves(a, b):
+            return np.matmul(a, b, out=out)
+        t = self.torch.from_numpy
+        y = self.op(t(a), t(b).T, None, "none", [], "").numpy()
+        if out is None:
+            return y
+        out[...] = y
+        return out
+
+    def mm_add(self, a, b, out, scratch):
+        if not self._serves(a, b):
+            np.matmul(a, b, out=scratch)
+            np.add(out, scratch, out=out)
+            return
+        t = self.torch.from_numpy
+        out[...] = self.op.binary(t(a), t(out), t(b).T, None, "add").numpy()
+
+    @staticmethod
+    def _serves(a, b):
+        """oneDNN's matmul takes non-empty float32 operands; others go to NumPy."""
+        return a.dtype == np.float32 and b.dtype == np.float32 and a.size and b.size
+
+    def _self_check(self):
+        """Refuse to serve if this PyTorch build's op is missing or computes wrong."""
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((33, 70), dtype=np.float32)
+        b = rng.standard_normal((70, 45), dtype=np.float32)
+        c = rng.standard_normal((33, 45), dtype=np.float32)
+        want = a.astype(np.float64) @ b
+        got_mm = self.mm(a, b)
+        got_add = c.copy()
+        self.mm_add(a.T.copy().T, b, got_add, None)   # Fortran-ordered a, too
+        scale = np.abs(want).max()
+        if (np.abs(got_mm - want).max() > 1e-4 * scale
+                or np.abs(got_add - (want + c)).max() > 1e-4 * scale):
+            raise RuntimeError("oneDNN matmul self-check failed: results differ from NumPy")
+
+
+class AutoGemm:
+    """oneDNN for large products when available, NumPy for everything else."""
+    name = "auto"
+
+    def __init__(self, fast):
+        self.fast = fast          # OneDnnGemm, or None without a working PyTorch
+        self.numpy = NumpyGemm()
+
+    def _pick(self, a, b):
+        if self.fast is not None and a.shape[0] * a.shape[1] * b.shape[1] >= AUTO_MIN_FLOP:
+            return self.fast
+        return self.numpy
+
+    def mm(self, a, b, out=None):
+        return self._pick(a, b).mm(a, b, out)
+
+    def mm_add(self, a, b, out, scratch):
+        self._pick(a, b).mm_add(a, b, out, scratch)
+
+    @property
+    def uses(self):
+        """The provider large float32 products go to: 'onednn' or 'numpy'."""
+        return "numpy" if self.fast is None else self.fast.name
+
+
+_cache = {}
+_cache_lock = threading.Lock()
+
+
+def gemm_provider(name="auto"):
+    """The GEMM provider called ``name`` (one of ``GEMM_PROVIDERS``), made once per process.
+
+    'torch' and 'onednn' need PyTorch and raise ImportError naming what is
+    missing; 'auto' never raises for a missing PyTorch: it falls back to NumPy.
+    """
+    if name not in GEMM_PROVIDERS:
+        raise ValueError(f"gemm must be one of {GEMM_PROVIDERS}, got {name!r}")
+    with _cache_lock:
+        if name not in _cache:
+            _cache[name] = _make(name)
+        return _cache[name]
+
+
+def _make(name):
+    if name == "numpy":
+        return NumpyGemm()
+    if name == "auto":
+        try:
+            return AutoGemm(_make("onednn"))
+        except ImportError:
+            return AutoGemm(None)
+    cls = {"torch": TorchGemm, "onednn": OneDnnGemm}[name]
+    try:
+        return cls()
+    except (ImportError, AttributeError, RuntimeError) as err:
+        raise ImportError(f"gemm={name!r} needs PyTorch with a working CPU build, which is not "
+                          f"available ({err}); use gemm='numpy' or 'auto'") from err
+
+
+def clear_cache():
+    """Forget the providers made so far (tests use it to simulate a missing PyTorch)."""
+    with _cache_lock:
+        _cache.clear()
