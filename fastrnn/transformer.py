@@ -15,9 +15,14 @@ heads. An optional boolean ``pad_mask`` (N, T), true at pad positions, removes
 pad keys from every softmax and zeroes the pad rows before pooling, so the
 output does not depend on what the pad positions hold.
 
-The constructor defaults are the SPEC's (no dropout, flatten pooling). The
-options after them (dropout, pooling, seed) exist for training on CoLA; see
-``fastrnn.cli.cola`` for the recipe that uses them.
+The constructor defaults are the SPEC's (no dropout, flatten pooling, no
+subwords). The options after them (dropout, pooling, subwords, seed) exist for
+training on CoLA; see ``fastrnn.cli.cola`` for the recipe that uses them.
+
+Subwords (``num_subwords > 0``): ``embed`` also takes ``subwords`` (N, T, S),
+the ids of each token's character n-grams (0: empty slot), and adds the mean of
+their embeddings to the token embedding, fastText style. A word unseen in
+training is ``<unk>`` as a word but still carries its n-grams.
 """
 import math
 
@@ -42,16 +47,19 @@ class ClassificationTransformer(nn.Module):
     sum and on the pooled features; embed_dropout: on the summed embeddings.
     pooling: 'flatten' (SPEC: (N, max_length*H) -> linear), 'cls' (row 0) or
     'mean' (mean over non-pad rows).
+    num_subwords: size of the character n-gram table (id 0 = empty slot); 0
+    (default) means no subwords.
     seed: if given, the initial weights are drawn from a generator seeded with
     it (the global torch RNG is left untouched), so equal seeds give equal models.
     """
 
     def __init__(self, word_to_ix, hidden_dim=128, num_heads=2, dim_feedforward=2048,
                  dim_k=96, dim_v=96, dim_q=96, max_length=43, *,
-                 dropout=0.0, embed_dropout=0.0, pooling="flatten", seed=None):
+                 dropout=0.0, embed_dropout=0.0, pooling="flatten", num_subwords=0,
+                 seed=None):
         super().__init__()
         _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim_v,
-                      dim_q, max_length, dropout, embed_dropout, pooling)
+                      dim_q, max_length, dropout, embed_dropout, pooling, num_subwords)
         self.word_to_ix = dict(word_to_ix)
         self.vocab_size = len(word_to_ix)
         self.hidden_dim = hidden_dim
@@ -67,6 +75,9 @@ class ClassificationTransformer(nn.Module):
 
         self.token_embedding = nn.Embedding(self.vocab_size, H)
         self.position_embedding = nn.Embedding(max_length, H)
+        self.num_subwords = num_subwords
+        self.subword_embedding = nn.Embedding(num_subwords, H, padding_idx=0) \
+            if num_subwords else None
         self.embed_dropout = nn.Dropout(embed_dropout)
 
         # All heads side by side: output features [i*d, (i+1)*d) belong to head i.
@@ -95,15 +106,23 @@ class ClassificationTransformer(nn.Module):
         return dict(hidden_dim=self.hidden_dim, num_heads=self.num_heads,
                     dim_feedforward=self.dim_feedforward, dim_k=self.dim_k, dim_v=self.dim_v,
                     dim_q=self.dim_q, max_length=self.max_length, pooling=self.pooling,
-                    dropout=self.attention_dropout.p, embed_dropout=self.embed_dropout.p)
+                    dropout=self.attention_dropout.p, embed_dropout=self.embed_dropout.p,
+                    num_subwords=self.num_subwords)
 
     # ------------------------------------------------------------------ stages
 
-    def embed(self, inputs):
-        """Token plus position embeddings. inputs int (N, T) -> (N, T, H)."""
+    def embed(self, inputs, subwords=None):
+        """Token plus position embeddings (plus the mean n-gram embedding of each
+        token when the model has subwords). inputs int (N, T), subwords int
+        (N, T, S) -> (N, T, H)."""
         inputs = self._check_inputs("embed", inputs)
+        subwords = self._check_subwords("embed", subwords, inputs.shape)
         positions = torch.arange(inputs.shape[1], device=inputs.device)
         x = self.token_embedding(inputs) + self.position_embedding(positions)  # (N,T,H)
+        if subwords is not None:
+            counts = (subwords > 0).sum(dim=2, keepdim=True).clamp(min=1)      # (N,T,1)
+            # The padding row (id 0) is zero, so the sum counts real n-grams only.
+            x = x + self.subword_embedding(subwords).sum(dim=2) / counts
         return self.embed_dropout(x)
 
     def multi_head_attention(self, x, pad_mask=None):
@@ -142,13 +161,14 @@ class ClassificationTransformer(nn.Module):
             x = x.masked_fill(pad_mask[..., None], 0.0)
         return self.classifier(self.classifier_dropout(self._pool(x, pad_mask)))
 
-    def forward(self, inputs, pad_mask=None):
-        """inputs int (N, T), pad_mask bool (N, T) or None -> probabilities (N, 1)."""
-        return torch.sigmoid(self.logits(inputs, pad_mask))
+    def forward(self, inputs, pad_mask=None, subwords=None):
+        """inputs int (N, T), pad_mask bool (N, T) or None, subwords int (N, T, S)
+        (required iff the model has subwords) -> probabilities (N, 1)."""
+        return torch.sigmoid(self.logits(inputs, pad_mask, subwords))
 
-    def logits(self, inputs, pad_mask=None):
+    def logits(self, inputs, pad_mask=None, subwords=None):
         """``forward`` before the sigmoid; train on this with a logit loss."""
-        x = self.embed(inputs)
+        x = self.embed(inputs, subwords)
         pad_mask = self._check_pad_mask("forward", pad_mask, x.shape[:2])
         x = self.multi_head_attention(x, pad_mask)
         x = self.feedforward_layer(x)
@@ -178,6 +198,8 @@ class ClassificationTransformer(nn.Module):
             for module in self.modules():
                 if isinstance(module, nn.Embedding):
                     module.weight.normal_(0.0, 1.0, generator=generator)
+                    if module.padding_idx is not None:
+                        module.weight[module.padding_idx].zero_()
                 elif isinstance(module, nn.Linear):
                     bound = 1.0 / math.sqrt(module.in_features)
                     module.weight.uniform_(-bound, bound, generator=generator)
@@ -207,6 +229,32 @@ class ClassificationTransformer(nn.Module):
                 raise ValueError(f"{fn}: inputs holds token id {bad}, outside the vocabulary "
                                  f"range [0, {self.vocab_size})")
         return inputs.long()
+
+    def _check_subwords(self, fn, subwords, shape):
+        if not self.num_subwords:
+            if subwords is not None:
+                raise ValueError(f"{fn}: this model has no subword table (num_subwords=0) "
+                                 f"but subwords were given")
+            return None
+        if subwords is None:
+            raise ValueError(f"{fn}: this model has subwords (num_subwords="
+                             f"{self.num_subwords}); pass subwords (N, T, S) n-gram ids")
+        if isinstance(subwords, np.ndarray):
+            subwords = torch.from_numpy(subwords)
+        if not isinstance(subwords, torch.Tensor) or subwords.dtype.is_floating_point \
+                or subwords.dtype in (torch.bool, torch.complex64, torch.complex128):
+            got = subwords.dtype if isinstance(subwords, torch.Tensor) else type(subwords).__name__
+            raise TypeError(f"{fn}: subwords must be an integer torch.Tensor (N, T, S), got {got}")
+        if subwords.ndim != 3 or tuple(subwords.shape[:2]) != tuple(shape):
+            raise ValueError(f"{fn}: subwords must have shape (N, T, S) with (N, T) = "
+                             f"{tuple(shape)}, got {tuple(subwords.shape)}")
+        if subwords.numel():
+            lo, hi = int(subwords.min()), int(subwords.max())
+            if lo < 0 or hi >= self.num_subwords:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"{fn}: subwords holds n-gram id {bad}, outside the subword "
+                                 f"table range [0, {self.num_subwords})")
+        return subwords.long()
 
     def _check_hidden(self, fn, x):
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
@@ -239,7 +287,7 @@ class ClassificationTransformer(nn.Module):
 
 
 def _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim_v, dim_q,
-                  max_length, dropout, embed_dropout, pooling):
+                  max_length, dropout, embed_dropout, pooling, num_subwords=0):
     fn = "ClassificationTransformer"
     if not isinstance(word_to_ix, dict) or not word_to_ix:
         raise TypeError(f"{fn}: word_to_ix must be a non-empty dict word -> id")
@@ -259,6 +307,10 @@ def _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim
             raise ValueError(f"{fn}: {name} must be in [0, 1), got {p!r}")
     if pooling not in POOLINGS:
         raise ValueError(f"{fn}: pooling must be one of {POOLINGS}, got {pooling!r}")
+    if not isinstance(num_subwords, (int, np.integer)) or isinstance(num_subwords, bool) \
+            or num_subwords < 0 or num_subwords == 1:
+        raise ValueError(f"{fn}: num_subwords must be 0 (no subwords) or an integer >= 2 "
+                         f"(id 0 is the empty slot), got {num_subwords!r}")
 
 
 def matthews_corrcoef(y_true, y_pred):

@@ -267,7 +267,9 @@ def test_corrupted_copies_are_labelled_unacceptable_and_differ_by_one_local_edit
     ids = torch.randint(3, 50, (8, T), generator=g).masked_fill(pad_mask, pad)
     ids[:, 0] = 2                                        # [CLS]
     labels = torch.tensor([1., 1., 1., 1., 0., 1., 1., 1.])
-    new_ids, new_mask, new_labels = cli.add_corrupted_copies(ids, pad_mask, labels, 1.0, pad)
+    new_ids, new_mask, new_labels, no_subwords = cli.add_corrupted_copies(ids, pad_mask, labels,
+                                                                       1.0, pad)
+    assert no_subwords is None
     # Every acceptable row long enough (>= 5 tokens) gets one copy; the others none.
     sources = [0, 1, 2, 5, 6, 7]
     assert torch.equal(new_ids[:8], ids) and torch.equal(new_labels[:8], labels)

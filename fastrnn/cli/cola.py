@@ -24,6 +24,7 @@ from fastrnn.data.cola import MAX_LENGTH, N_TRAIN, PAD, UNK, load_cola
 from fastrnn.transformer import POOLINGS, ClassificationTransformer, matthews_corrcoef
 
 SCHEDULES = ("constant", "cosine", "linear")
+MEMBER_SEED_STRIDE = 1000  # ensemble member k uses seed + 1000 k: runs with seeds 0, 1, 2 share none
 
 
 def build_parser():
@@ -47,6 +48,12 @@ def build_parser():
                       help="words seen fewer times in the training split become <unk>")
     data.add_argument("--max-length", type=int, default=MAX_LENGTH,
                       help="[CLS] + tokens are truncated/padded to this length")
+    data.add_argument("--subwords", default="off", metavar="MIN-MAX",
+                      help="add the mean embedding of each token's character n-grams of these "
+                           "lengths (e.g. 3-5; fastText style, so unseen words keep their "
+                           "spelling), or 'off'")
+    data.add_argument("--subword-min-count", type=int, default=2,
+                      help="character n-grams seen in fewer training word tokens are dropped")
 
     model = p.add_argument_group("model")
     model.add_argument("--hidden-dim", type=int, default=128, help="model width H")
@@ -96,6 +103,11 @@ def build_parser():
                             "the one that maximises validation MCC")
     train.add_argument("--seed", type=int, default=0, help="seed of initial weights, batch order "
                                                             "and dropout")
+    train.add_argument("--ensemble", type=int, default=1, metavar="K",
+                       help="train K models (seeds SEED + 1000 k), each selected on validation as "
+                            "usual, and predict with the mean of their probabilities (threshold "
+                            "chosen on validation for the ensemble); the checkpoint holds all K; "
+                            "costs K times the training time")
 
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="PATH", default=None,
@@ -114,9 +126,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         threshold = _parse_threshold(args.threshold)
+        if args.ensemble < 1:
+            raise ValueError(f"--ensemble must be >= 1, got {args.ensemble}")
         data = load_cola(args.data, max_length=args.max_length, n_train=args.n_train,
                          split_seed=args.split_seed, min_count=args.min_count,
-                         max_train=args.max_train)
+                         max_train=args.max_train, subwords=_parse_subwords(args.subwords),
+                         subword_min_count=args.subword_min_count)
     except (FileNotFoundError, ValueError) as e:
         print(f"fastrnn-cola: error: {e}", file=sys.stderr)
         return 2
@@ -129,12 +144,31 @@ def main(argv=None):
 # ------------------------------------------------------------------ training
 
 def train_and_evaluate(data, args, threshold):
-    """Fit, select on validation, score the best checkpoint on test. Returns a dict."""
-    torch.manual_seed(args.seed)
-    model = build_model(data, args)
+    """Fit, select on validation, score the best checkpoint on test. Returns a dict.
+
+    With ``--ensemble K`` the K members are fitted one after another, each
+    selected on validation, and the ensemble is what gets scored and saved.
+    """
     run_started, cpu_started = time.perf_counter(), time.process_time()
-    best, fit = fit_and_select(model, data, args, threshold)
-    model.load_state_dict(best["state"])
+    members, fits = [], []
+    for k in range(args.ensemble):
+        member_args = argparse.Namespace(**{**vars(args),
+                                            "seed": args.seed + MEMBER_SEED_STRIDE * k})
+        if args.ensemble > 1:
+            tqdm.write(f"ensemble member {k + 1} of {args.ensemble} (seed {member_args.seed})",
+                       file=sys.stdout)
+            member_args.out = None  # only the whole ensemble is written
+        torch.manual_seed(member_args.seed)
+        model = build_model(data, member_args)
+        best, fit = fit_and_select(model, data, member_args, threshold)
+        model.load_state_dict(best["state"])
+        members.append(model)
+        fits.append((best, fit))
+    if args.ensemble == 1:
+        (best, fit), = fits
+    else:
+        model = MeanEnsemble(members)
+        best, fit = select_ensemble(model, data, args, threshold, fits)
     result = dict(fit, **score_on_test(model, data, args, best["threshold"]),
                   best_epoch=best["epoch"], val_mcc=best["val_mcc"],
                   threshold=best["threshold"],
@@ -142,10 +176,46 @@ def train_and_evaluate(data, args, threshold):
                   run_seconds=time.perf_counter() - run_started,
                   run_cpu_seconds=time.process_time() - cpu_started)
     if args.bench_batches:
-        result["throughput"] = benchmark_mask(model, _tensors(data.train), args)
+        # Throughput of one model: an ensemble's training costs K times this.
+        result["throughput"] = benchmark_mask(members[0], _tensors(data.train), args)
     if args.out:
-        save_checkpoint(args.out, model, best, args, result)
+        save_checkpoint(args.out, model, best, args, result, data)
     return result
+
+
+class MeanEnsemble(torch.nn.Module):
+    """K classifiers over the same vocabulary; predicts the mean of their probabilities."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.word_to_ix = members[0].word_to_ix
+
+    def forward(self, inputs, pad_mask=None, subwords=None):
+        """inputs int (N, T), pad_mask bool (N, T), subwords int (N, T, S) -> (N, 1)."""
+        return torch.stack([m(inputs, pad_mask, subwords) for m in self.members]).mean(dim=0)
+
+    def config(self):
+        return self.members[0].config()
+
+
+def select_ensemble(ensemble, data, args, threshold, fits):
+    """The ensemble's validation MCC and threshold, and its members' fits combined."""
+    probs = evaluate(ensemble, data.val, args.mask)["probs"]
+    if threshold is None:
+        threshold = tune_threshold(probs, data.val.labels)
+    best = dict(state=copy.deepcopy(ensemble.state_dict()), threshold=threshold,
+                epoch=[b["epoch"] for b, _ in fits],
+                val_mcc=matthews_corrcoef(data.val.labels, probs >= threshold),
+                member_val_mcc=[b["val_mcc"] for b, _ in fits])
+    train_seconds = sum(f["train_seconds"] for _, f in fits)
+    epochs = sum(len(f["history"]) for _, f in fits)
+    fit = dict(history=[f["history"] for _, f in fits],
+               stopped_by_time=any(f["stopped_by_time"] for _, f in fits),
+               train_seconds=train_seconds,
+               train_sentences_per_s=epochs * len(data.train) / train_seconds,
+               member_val_mcc=best["member_val_mcc"])
+    return best, fit
 
 
 def build_model(data, args):
@@ -153,7 +223,8 @@ def build_model(data, args):
         data.word_to_ix, hidden_dim=args.hidden_dim, num_heads=args.heads,
         dim_feedforward=args.dim_feedforward, dim_k=args.head_dim, dim_v=args.head_dim,
         dim_q=args.head_dim, max_length=args.max_length, dropout=args.dropout,
-        embed_dropout=args.embed_dropout, pooling=args.pooling, seed=args.seed)
+        embed_dropout=args.embed_dropout, pooling=args.pooling,
+        num_subwords=len(data.subword_to_ix) if data.subword_to_ix else 0, seed=args.seed)
 
 
 def fit_and_select(model, data, args, threshold):
@@ -205,7 +276,7 @@ def fit_and_select(model, data, args, threshold):
             best = dict(val_mcc=val_mcc, epoch=epoch, threshold=val_threshold,
                         state=copy.deepcopy(evaluated.state_dict()))
             if args.out:
-                save_checkpoint(args.out, model, best, args)
+                save_checkpoint(args.out, model, best, args, data=data)
         elif args.patience and epoch - best["epoch"] >= args.patience:
             break
         if args.time_limit and time.perf_counter() - started > args.time_limit:
@@ -235,18 +306,20 @@ def score_on_test(model, data, args, threshold):
 def train_step(model, optimizer, train, rows, args):
     """One Adam step on the sentences ``rows``; returns the batch loss."""
     ids, pad_mask, labels = train["ids"][rows], train["pad_mask"][rows], train["labels"][rows]
+    subwords = train["subwords"][rows] if "subwords" in train else None
     if args.augment:
-        ids, pad_mask, labels = add_corrupted_copies(ids, pad_mask, labels, args.augment,
-                                                     model.word_to_ix[PAD])
+        ids, pad_mask, labels, subwords = add_corrupted_copies(
+            ids, pad_mask, labels, args.augment, model.word_to_ix[PAD], subwords)
     if args.mask:
-        ids, pad_mask = trim_padding(ids, pad_mask)
+        ids, pad_mask, subwords = trim_padding(ids, pad_mask, subwords)
     if args.word_dropout:
-        # Teaches the model to cope with <unk>, which unseen test words become.
+        # Teaches the model to cope with <unk>, which unseen test words become
+        # (their n-grams, with subwords on, stay).
         drop = torch.rand(ids.shape) < args.word_dropout
         drop[:, 0] = False  # keep [CLS]
         ids = ids.masked_fill(drop & ~pad_mask, model.word_to_ix[UNK])
     targets = labels * (1 - args.label_smoothing) + 0.5 * args.label_smoothing
-    logits = model.logits(ids, pad_mask if args.mask else None)[:, 0]
+    logits = model.logits(ids, pad_mask if args.mask else None, subwords)[:, 0]
     loss = F.binary_cross_entropy_with_logits(logits, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -254,35 +327,44 @@ def train_step(model, optimizer, train, rows, args):
     return loss.item()
 
 
-def add_corrupted_copies(ids, pad_mask, labels, p, pad):
+def add_corrupted_copies(ids, pad_mask, labels, p, pad, subwords=None):
     """Append, for a random share p of the acceptable rows, a copy with one local error.
 
     CoLA's unacceptable sentences are mostly small edits of acceptable ones; these
     synthetic negatives teach word-order and missing/extra-word cues that 7,000
     labelled sentences alone barely show a model trained from scratch. The first
     token ([CLS]) and the last (usually the full stop) are never touched.
+    subwords (N, T, S), if given, follow their tokens. Returns (ids, pad_mask,
+    labels, subwords) with the copies appended.
     """
     lengths = (~pad_mask).sum(dim=1)                   # [CLS] + words
     chosen = ((labels == 1) & (lengths >= 5) & (torch.rand(len(labels)) < p)).nonzero()[:, 0]
     if not len(chosen):
-        return ids, pad_mask, labels
-    copies, copy_mask = ids[chosen].clone(), pad_mask[chosen].clone()
+        return ids, pad_mask, labels, subwords
     T = ids.shape[1]
+    # Each copy is its original read through a list of source positions;
+    # position T (one past the end) reads as padding.
+    ids_ext = F.pad(ids[chosen], (0, 1), value=pad)                       # (C, T+1)
+    sources = torch.full((len(chosen), T), T, dtype=torch.long)           # (C, T)
     for row, n in enumerate(lengths[chosen].tolist()):
-        tokens = copies[row, :n].tolist()
+        positions = list(range(n))
         i = int(torch.randint(1, n - 2, ()))           # a word, never [CLS] or the last token
         edit = int(torch.randint(3, ()))
         if edit == 0:                                  # swap words i and i+1
-            tokens[i], tokens[i + 1] = tokens[i + 1], tokens[i]
+            positions[i], positions[i + 1] = positions[i + 1], positions[i]
         elif edit == 1:                                # drop word i
-            del tokens[i]
+            del positions[i]
         elif n < T:                                    # repeat word i
-            tokens.insert(i, tokens[i])
-        copies[row] = pad
-        copies[row, :len(tokens)] = torch.tensor(tokens)
-        copy_mask[row] = torch.arange(T) >= len(tokens)
+            positions.insert(i, positions[i])
+        sources[row, :len(positions)] = torch.tensor(positions)
+    copies = ids_ext.gather(1, sources)
+    copy_mask = sources == T
+    if subwords is not None:
+        sub_ext = F.pad(subwords[chosen], (0, 0, 0, 1))                   # (C, T+1, S)
+        copy_sub = sub_ext.gather(1, sources[..., None].expand(-1, -1, subwords.shape[2]))
+        subwords = torch.cat([subwords, copy_sub])
     return (torch.cat([ids, copies]), torch.cat([pad_mask, copy_mask]),
-            torch.cat([labels, torch.zeros(len(chosen), dtype=labels.dtype)]))
+            torch.cat([labels, torch.zeros(len(chosen), dtype=labels.dtype)]), subwords)
 
 
 @torch.no_grad()
@@ -294,24 +376,26 @@ def evaluate(model, split, mask, batch_size=512):
     for start in range(0, len(split), batch_size):
         ids = tensors["ids"][start:start + batch_size]
         pad_mask = tensors["pad_mask"][start:start + batch_size]
+        subwords = tensors["subwords"][start:start + batch_size] if "subwords" in tensors else None
         if mask:
-            probs.append(model(*trim_padding(ids, pad_mask))[:, 0])
+            probs.append(model(*trim_padding(ids, pad_mask, subwords))[:, 0])
         else:
-            probs.append(model(ids)[:, 0])
+            probs.append(model(ids, None, subwords)[:, 0])
     probs = torch.cat(probs)
     loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), tensors["labels"])
     return dict(probs=probs.numpy(), loss=float(loss))
 
 
-def trim_padding(ids, pad_mask):
-    """Drop the pad columns that every sentence of the batch has.
+def trim_padding(ids, pad_mask, subwords=None):
+    """Drop the pad columns that every sentence of the batch has (and their subwords).
 
     With the mask on this changes no output (pad keys get no attention, pad rows
     are zeroed before pooling, flatten pooling zero-fills up to max_length), and
     CoLA batches are mostly padding, so it saves most of the work.
     """
     longest = max(1, int((~pad_mask).sum(dim=1).max()))
-    return ids[:, :longest], pad_mask[:, :longest]
+    return ids[:, :longest], pad_mask[:, :longest], \
+        None if subwords is None else subwords[:, :longest]
 
 
 def tune_threshold(probs, labels):
@@ -362,13 +446,21 @@ def benchmark_mask(model, train, args):
 
 # ------------------------------------------------------------ checkpoint, report
 
-def save_checkpoint(path, model, best, args, result=None):
-    """Write the best weights and what is needed to rebuild and judge them, atomically."""
+def save_checkpoint(path, model, best, args, result=None, data=None):
+    """Write the best weights and what is needed to rebuild and judge them, atomically.
+
+    An ensemble's checkpoint holds all members (``ensemble`` = K, one state_dict
+    with keys ``members.<k>.*``); ``subword_to_ix`` / ``subwords`` let new
+    sentences be encoded as in training.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = dict(state_dict=best["state"], word_to_ix=model.word_to_ix,
                       config=model.config(), threshold=best["threshold"], epoch=best["epoch"],
-                      val_mcc=best["val_mcc"], mask=args.mask, args=vars(args))
+                      val_mcc=best["val_mcc"], mask=args.mask, args=vars(args),
+                      ensemble=len(model.members) if isinstance(model, MeanEnsemble) else 1,
+                      subword_to_ix=data.subword_to_ix if data is not None else None,
+                      subwords=data.subword_range if data is not None else None)
     if result is not None:
         checkpoint["result"] = {k: v for k, v in result.items() if k != "history"}
         checkpoint["history"] = result["history"]
@@ -378,9 +470,12 @@ def save_checkpoint(path, model, best, args, result=None):
 
 
 def load_checkpoint(path):
-    """The model of a checkpoint written by fastrnn-cola, plus the checkpoint dict."""
+    """The model (a ``MeanEnsemble`` for an ensemble checkpoint) of a checkpoint
+    written by fastrnn-cola, plus the checkpoint dict."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = ClassificationTransformer(checkpoint["word_to_ix"], **checkpoint["config"])
+    members = [ClassificationTransformer(checkpoint["word_to_ix"], **checkpoint["config"])
+               for _ in range(checkpoint.get("ensemble", 1))]
+    model = members[0] if len(members) == 1 else MeanEnsemble(members)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
 
@@ -389,22 +484,30 @@ def print_report(data, args, r):
     test = len(data.test)
     print(f"CoLA from {data.data_dir}: train {len(data.train)}, validation {len(data.val)}, "
           f"held-out dev {test} sentences; vocabulary {len(data.word_to_ix)}")
-    print(f"best epoch {r['best_epoch']} of {len(r['history'])}"
-          f"{' (stopped by --time-limit)' if r['stopped_by_time'] else ''}: validation MCC "
-          f"{r['val_mcc']:.4f} at threshold {r['threshold']:.2f}")
+    stopped = ' (stopped by --time-limit)' if r['stopped_by_time'] else ''
+    if args.ensemble == 1:
+        print(f"best epoch {r['best_epoch']} of {len(r['history'])}{stopped}: validation MCC "
+              f"{r['val_mcc']:.4f} at threshold {r['threshold']:.2f}")
+    else:
+        members = ", ".join(f"{m:.4f} (epoch {e} of {len(h)})" for m, e, h in
+                            zip(r["member_val_mcc"], r["best_epoch"], r["history"]))
+        print(f"{args.ensemble}-member ensemble (mean of probabilities){stopped}: validation "
+              f"MCC {r['val_mcc']:.4f} at threshold {r['threshold']:.2f}; members {members}")
     print(f"held-out dev ({test} sentences)        accuracy    MCC")
     print(f"  model (threshold {r['threshold']:.2f})           {r['test_accuracy']:8.4f} "
           f"{r['test_mcc']:7.4f}")
     print(f"  majority class ({r['majority_class']})             {r['majority_accuracy']:8.4f} "
           f"{r['majority_mcc']:7.4f}")
     print(f"  (model at threshold 0.50: MCC {r['test_mcc_at_half']:.4f})")
-    print(f"training: {r['train_sentences_per_s']:.0f} sentences/s over "
+    print(f"training{' (all members)' if args.ensemble > 1 else ''}: "
+          f"{r['train_sentences_per_s']:.0f} sentences/s over "
           f"{r['train_seconds']:.1f} s (mask {'on' if args.mask else 'off'}, "
           f"{torch.get_num_threads()} threads); whole fit {r['run_seconds']:.0f} s wall, "
           f"{r['run_cpu_seconds']:.0f} s CPU")
     if "throughput" in r:
         t = r["throughput"]
-        print(f"throughput side by side ({args.bench_batches} batches of {args.batch_size}): "
+        print(f"throughput side by side ({args.bench_batches} batches of {args.batch_size}"
+              f"{', one member' if args.ensemble > 1 else ''}): "
               f"with mask {t['with_mask']:.0f} sentences/s, without {t['without_mask']:.0f} "
               f"sentences/s (ratio {t['with_mask'] / t['without_mask']:.2f})")
     if args.out:
@@ -412,8 +515,25 @@ def print_report(data, args, r):
 
 
 def _tensors(split):
-    return dict(ids=torch.from_numpy(split.ids), pad_mask=torch.from_numpy(split.pad_mask),
-                labels=torch.from_numpy(split.labels).float())
+    tensors = dict(ids=torch.from_numpy(split.ids), pad_mask=torch.from_numpy(split.pad_mask),
+                   labels=torch.from_numpy(split.labels).float())
+    if split.subwords is not None:
+        tensors["subwords"] = torch.from_numpy(split.subwords)
+    return tensors
+
+
+def _parse_subwords(value):
+    """'off' -> None; 'MIN-MAX' -> (MIN, MAX) character n-gram lengths."""
+    if value == "off":
+        return None
+    try:
+        n_min, n_max = (int(part) for part in value.split("-"))
+    except ValueError:
+        raise ValueError(f"--subwords must be 'off' or MIN-MAX n-gram lengths such as 3-5, "
+                         f"got {value!r}") from None
+    if not 1 <= n_min <= n_max:
+        raise ValueError(f"--subwords: need 1 <= MIN <= MAX, got {value!r}")
+    return n_min, n_max
 
 
 def _parse_threshold(value):

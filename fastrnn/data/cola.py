@@ -19,6 +19,13 @@ Tokenisation (``tokenize``): lower-case, then split into runs of letters/digits
 and single punctuation characters, so "Won't they?" -> ["won", "'", "t",
 "they", "?"]. Simple and reversible enough for a from-scratch model.
 
+Optional subwords (``load_cola(..., subwords=(3, 5))``): each token also gets
+the ids of its character n-grams (fastText style: n-grams of ``<word>`` with
+boundary marks), from an n-gram vocabulary built on the ``train`` split. A word
+never seen in training is ``<unk>`` as a word but still has n-grams it shares
+with training words ("sneezed" -> "<sn", "eez", "ed>", ...), which is what
+dev's out-of-domain half, full of unseen words, needs.
+
 This module needs only NumPy; the arrays go to torch in ``fastrnn.cli.cola``.
 """
 import csv
@@ -33,11 +40,13 @@ import numpy as np
 __all__ = [
     "PAD", "UNK", "CLS", "MAX_LENGTH", "ColaExample", "ColaSplit", "ColaData",
     "tokenize", "read_cola_tsv", "build_vocab", "encode", "find_cola_dir", "load_cola",
+    "char_ngrams", "build_subword_vocab", "encode_subwords", "MAX_SUBWORDS",
 ]
 
 PAD, UNK, CLS = "<pad>", "<unk>", "[CLS]"
 MAX_LENGTH = 43
 N_TRAIN = 7000
+MAX_SUBWORDS = 24  # n-grams kept per token (the first ones: a long word's prefix n-grams)
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 _COLUMNS = ("source", "label", "original mark", "sentence")
 
@@ -52,11 +61,13 @@ class ColaExample:
 
 @dataclass
 class ColaSplit:
-    """Encoded sentences: ids int64 (N, T), pad_mask bool (N, T), labels int64 (N,)."""
+    """Encoded sentences: ids int64 (N, T), pad_mask bool (N, T), labels int64 (N,);
+    subwords int64 (N, T, S) n-gram ids per token (0: none) when asked for, else None."""
     ids: np.ndarray
     pad_mask: np.ndarray
     labels: np.ndarray
     sentences: list
+    subwords: np.ndarray = None
 
     def __len__(self):
         return len(self.labels)
@@ -69,6 +80,8 @@ class ColaData:
     val: ColaSplit
     test: ColaSplit
     data_dir: Path
+    subword_to_ix: dict = None   # n-gram -> id (0 is the empty slot) when subwords are on
+    subword_range: tuple = None  # (n_min, n_max)
 
 
 def tokenize(sentence):
@@ -145,6 +158,57 @@ def encode(sentences, word_to_ix, max_length=MAX_LENGTH):
     return ids, pad_mask
 
 
+def char_ngrams(token, n_min=3, n_max=5):
+    """Character n-grams of ``<token>``, shortest first, in reading order.
+
+    ``[CLS]`` and other special tokens have none (they are not words).
+    """
+    if token in (PAD, UNK, CLS):
+        return []
+    marked = f"<{token}>"
+    return [marked[i:i + n] for n in range(n_min, n_max + 1) for i in range(len(marked) - n + 1)]
+
+
+def build_subword_vocab(sentences, n_min=3, n_max=5, min_count=2):
+    """n-gram -> id for n-grams of training words seen in at least ``min_count``
+    word tokens; id 0 is reserved for "no n-gram" (padding), then most frequent first."""
+    _check_ngram_range(n_min, n_max)
+    if min_count < 1:
+        raise ValueError(f"build_subword_vocab: min_count must be >= 1, got {min_count}")
+    counts = Counter(g for s in sentences for token in tokenize(s)
+                     for g in char_ngrams(token, n_min, n_max))
+    grams = sorted((g for g, c in counts.items() if c >= min_count), key=lambda g: (-counts[g], g))
+    return {"": 0, **{g: i for i, g in enumerate(grams, start=1)}}
+
+
+def encode_subwords(sentences, subword_to_ix, n_min=3, n_max=5, max_length=MAX_LENGTH,
+                    max_subwords=MAX_SUBWORDS):
+    """n-gram ids of every token position, aligned with ``encode``'s ids.
+
+    Returns int64 (N, max_length, max_subwords); 0 marks an empty slot ([CLS],
+    pads, n-grams missing from the vocabulary, and slots past a token's last n-gram).
+    """
+    _check_ngram_range(n_min, n_max)
+    if max_subwords < 1:
+        raise ValueError(f"encode_subwords: max_subwords must be >= 1, got {max_subwords}")
+    out = np.zeros((len(sentences), max_length, max_subwords), dtype=np.int64)
+    cache = {}
+    for i, sentence in enumerate(sentences):
+        for t, token in enumerate(tokenize(sentence)[:max_length - 1], start=1):  # after [CLS]
+            if token not in cache:
+                known = [subword_to_ix[g] for g in char_ngrams(token, n_min, n_max)
+                         if g in subword_to_ix]
+                cache[token] = known[:max_subwords]
+            out[i, t, :len(cache[token])] = cache[token]
+    return out
+
+
+def _check_ngram_range(n_min, n_max):
+    if not (isinstance(n_min, int) and isinstance(n_max, int) and 1 <= n_min <= n_max):
+        raise ValueError(f"character n-gram range must be integers 1 <= n_min <= n_max, "
+                         f"got ({n_min!r}, {n_max!r})")
+
+
 def find_cola_dir(data_dir=None):
     """The CoLA folder to use: ``data_dir`` if given, else ``$FASTRNN_COLA``, else the
     shared data folder (``../shared/data/cola`` next to the working directory or next
@@ -171,12 +235,14 @@ def default_cola_dirs():
 
 
 def load_cola(data_dir=None, max_length=MAX_LENGTH, n_train=N_TRAIN, split_seed=0,
-              min_count=1, max_train=None):
+              min_count=1, max_train=None, subwords=None, subword_min_count=2):
     """Read, split and encode CoLA; see the module docstring.
 
     n_train: sentences of train.tsv to fit on (the rest is ``val``); split_seed
     seeds the shuffle that chooses them. max_train (optional) then keeps only the
-    first max_train of those, for quick runs.
+    first max_train of those, for quick runs. subwords: None, or (n_min, n_max)
+    to add character n-gram ids (vocabulary: n-grams of the train split seen
+    ``subword_min_count`` times).
     """
     data_dir = find_cola_dir(data_dir)
     if not data_dir.is_dir():
@@ -193,11 +259,19 @@ def load_cola(data_dir=None, max_length=MAX_LENGTH, n_train=N_TRAIN, split_seed=
     if max_train is not None:
         train = train[:max_train]
     word_to_ix = build_vocab([e.sentence for e in train], min_count=min_count)
+    subword_to_ix = None
+    if subwords is not None:
+        subwords = tuple(subwords)
+        subword_to_ix = build_subword_vocab([e.sentence for e in train], *subwords,
+                                            min_count=subword_min_count)
 
     def split(examples):
         sentences = [e.sentence for e in examples]
         ids, pad_mask = encode(sentences, word_to_ix, max_length)
         labels = np.array([e.label for e in examples], dtype=np.int64)
-        return ColaSplit(ids, pad_mask, labels, sentences)
+        grams = None if subwords is None else \
+            encode_subwords(sentences, subword_to_ix, *subwords, max_length=max_length)
+        return ColaSplit(ids, pad_mask, labels, sentences, grams)
 
-    return ColaData(word_to_ix, split(train), split(val), split(test), data_dir)
+    return ColaData(word_to_ix, split(train), split(val), split(test), data_dir,
+                    subword_to_ix, subwords)
