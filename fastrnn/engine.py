@@ -166,7 +166,7 @@ class _Clock:
 # ----------------------------------------------------------------- the loss
 
 def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", kernels=None,
-                    gemm="auto", workspace=None, timings=None):
+                    gemm=None, workspace=None, timings=None):
     """Loss and gradients of the captioning model, fused; equal to the reference path.
 
     Parameters
@@ -185,10 +185,10 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     kernels : object with ``lstm_gates_forward``, ``lstm_gates_backward`` and
         ``softmax_cross_entropy_rows`` (a ``fastrnn.backends`` Backend or module);
         default: the active backend.
-    gemm : {'auto', 'numpy', 'torch', 'onednn'}
-        Who computes the matrix products (``fastrnn.gemm``): 'auto' (default) sends
-        large float32 products to oneDNN inside PyTorch when it is installed and
-        everything else to NumPy's BLAS; the others force one provider.
+    gemm : {'auto', 'numpy', 'torch', 'onednn'}, optional
+        Who computes the matrix products (``fastrnn.gemm``). Default: the default
+        provider, 'auto' unless changed, which sends large products to oneDNN inside
+        PyTorch when it is installed and everything else to NumPy's BLAS.
     workspace : Workspace, optional
         Buffers to use; default: a cached one for these shapes.
     timings : dict, optional

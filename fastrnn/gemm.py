@@ -25,17 +25,25 @@ where a call into PyTorch costs more than it saves, or no PyTorch).
 All providers give the same products up to float rounding; the fast paths'
 tests run against each one.
 
+The provider used when none is named (by the fused engine and by the compiled
+backends' layer functions) is ``auto``, or ``$FASTRNN_GEMM``, or what
+``set_default_provider(name)`` chose last; ``mm(a, b)`` here computes through it.
+
 A provider has two methods:
 
 - ``mm(a, b, out=None)``: ``a @ b`` (into ``out`` when given), returns the result;
 - ``mm_add(a, b, out, scratch)``: ``out += a @ b``; ``scratch`` is a buffer of
   ``out``'s shape that a provider may use for the product.
 """
+import os
 import threading
 
 import numpy as np
 
-__all__ = ["GEMM_PROVIDERS", "gemm_provider", "AUTO_MIN_FLOP"]
+__all__ = ["GEMM_PROVIDERS", "gemm_provider", "AUTO_MIN_FLOP", "mm", "default_provider",
+           "set_default_provider"]
+
+ENV = "FASTRNN_GEMM"
 
 GEMM_PROVIDERS = ("auto", "numpy", "torch", "onednn")
 AUTO_MIN_FLOP = 1 << 21    # m*k*n below this (128^3): NumPy, a PyTorch call costs more
@@ -160,14 +168,45 @@ class AutoGemm:
 
 _cache = {}
 _cache_lock = threading.Lock()
+_default = {"name": None}
 
 
-def gemm_provider(name="auto"):
-    """The GEMM provider called ``name`` (one of ``GEMM_PROVIDERS``), made once per process.
+def default_provider():
+    """Name of the provider used when none is named: the last ``set_default_provider``,
+    else ``$FASTRNN_GEMM``, else 'auto'."""
+    name = _default["name"]
+    if name is None:
+        name = os.environ.get(ENV, "").strip() or "auto"
+        if name not in GEMM_PROVIDERS:
+            raise ValueError(f"{ENV}={name!r} must be one of {GEMM_PROVIDERS}")
+    return name
+
+
+def set_default_provider(name):
+    """Make ``name`` (one of ``GEMM_PROVIDERS``) the provider used when none is named;
+    ``None`` goes back to ``$FASTRNN_GEMM`` / 'auto'. Fails now if it cannot serve."""
+    if name is not None:
+        gemm_provider(name)
+    _default["name"] = name
+
+
+def mm(a, b, out=None):
+    """``a @ b`` (into ``out`` when given) through the default provider."""
+    return gemm_provider(_default["name"] or default_provider()).mm(a, b, out)
+
+
+def gemm_provider(name=None):
+    """The GEMM provider called ``name`` (one of ``GEMM_PROVIDERS``; None: the default
+    provider), made once per process.
 
     'torch' and 'onednn' need PyTorch and raise ImportError naming what is
     missing; 'auto' never raises for a missing PyTorch: it falls back to NumPy.
     """
+    if name is None:
+        name = default_provider()
+    provider = _cache.get(name)
+    if provider is not None:     # the common case, without taking the lock
+        return provider
     if name not in GEMM_PROVIDERS:
         raise ValueError(f"gemm must be one of {GEMM_PROVIDERS}, got {name!r}")
     with _cache_lock:

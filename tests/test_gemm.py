@@ -99,3 +99,25 @@ def test_auto_without_pytorch_uses_numpy(monkeypatch):
             gemm_provider("onednn")
     finally:
         gemm.clear_cache()
+
+
+def test_default_provider_follows_setter_and_environment(monkeypatch):
+    monkeypatch.delenv(gemm.ENV, raising=False)
+    assert gemm.default_provider() == "auto"
+    monkeypatch.setenv(gemm.ENV, "numpy")
+    assert gemm.default_provider() == "numpy"
+    calls = []
+    monkeypatch.setattr(gemm.NumpyGemm, "mm", lambda self, a, b, out=None: calls.append(1))
+    gemm.mm(np.ones((2, 2)), np.ones((2, 2)))
+    assert calls == [1]
+    try:
+        gemm.set_default_provider("auto")          # the setter wins over the environment
+        assert gemm.default_provider() == "auto"
+        with pytest.raises(ValueError, match="gemm must be one of"):
+            gemm.set_default_provider("blis")
+        assert gemm.default_provider() == "auto"   # a refused name changes nothing
+    finally:
+        gemm.set_default_provider(None)
+    monkeypatch.setenv(gemm.ENV, "fast")
+    with pytest.raises(ValueError, match="FASTRNN_GEMM='fast' must be one of"):
+        gemm.default_provider()
