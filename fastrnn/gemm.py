@@ -46,7 +46,10 @@ __all__ = ["GEMM_PROVIDERS", "gemm_provider", "AUTO_MIN_FLOP", "mm", "default_pr
 ENV = "FASTRNN_GEMM"
 
 GEMM_PROVIDERS = ("auto", "numpy", "torch", "onednn")
-AUTO_MIN_FLOP = 1 << 21    # m*k*n below this (128^3): NumPy, a PyTorch call costs more
+# m*k*n below this (256 x 256 x 512): NumPy. A call into PyTorch costs tens of µs,
+# and oneDNN builds a primitive for every new shape (~0.8 ms here), which only
+# products well above this size amortise.
+AUTO_MIN_FLOP = 1 << 25
 
 
 class NumpyGemm:

@@ -280,9 +280,9 @@ def test_gemm_providers_agree_where_auto_takes_its_fast_route(gemm):
     """Big enough (n * H * 4H >= AUTO_MIN_FLOP) that 'auto' sends the recurrent and
     vocabulary products to oneDNN when PyTorch is installed."""
     rng = np.random.default_rng(26)
-    model = _model(rng, "lstm", np.float32, V=40, D=9, W=11, H=64)
+    model = _model(rng, "lstm", np.float32, V=40, D=9, W=11, H=256)
     N = 150
-    assert N * 64 * 256 >= gemm_module.AUTO_MIN_FLOP
+    assert N * 256 * 1024 >= gemm_module.AUTO_MIN_FLOP
     features = rng.standard_normal((N, 9)).astype(np.float32)
     _assert_equal_to_reference(model, features, _captions(rng, N, 5, 40), gemm=gemm)
 

@@ -11,7 +11,7 @@ HAVE_TORCH = importlib.util.find_spec("torch") is not None
 PROVIDERS = ["auto", "numpy"] + (["torch", "onednn"] if HAVE_TORCH else [])
 # (m, k, n): odd sizes, single rows/columns, and one above AUTO_MIN_FLOP so 'auto'
 # really takes its fast route.
-SHAPES = [(1, 1, 1), (1, 7, 5), (13, 1, 9), (17, 33, 65), (3, 130, 1), (129, 131, 133)]
+SHAPES = [(1, 1, 1), (1, 7, 5), (13, 1, 9), (17, 33, 65), (3, 130, 1), (257, 259, 513)]
 
 
 def _operands(rng, m, k, n, dtype, layout):

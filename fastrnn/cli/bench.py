@@ -13,6 +13,7 @@ also times one large float32 matrix product, the machine's sgemm rate under the 
 conditions. Peak memory is measured per contender in a fresh process.
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -110,10 +111,13 @@ class FastrnnContender:
     """A ``CaptioningRNN`` trained with fastrnn's Adam on one backend: 'numpy' runs the
     reference path, a compiled backend the fused engine (``CaptioningRNN.loss`` dispatch)."""
 
-    def __init__(self, backend, cfg, word_to_idx, seed, profile=False):
+    def __init__(self, spec, cfg, word_to_idx, seed, profile=False):
         from fastrnn.model import CaptioningRNN
-        self.backend = backend
+        backend, _, gemm = spec.partition("/")
+        self.backend, self.gemm = backend, gemm or None
         self.name = "numpy reference" if backend == "numpy" else f"fastrnn {backend}"
+        if self.gemm:
+            self.name += f" ({self.gemm} gemm)"
         self.model = CaptioningRNN(word_to_idx, input_dim=cfg["D"], wordvec_dim=cfg["W"],
                                    hidden_dim=cfg["H"], cell_type="lstm", dtype=np.float32,
                                    seed=seed)
@@ -121,7 +125,7 @@ class FastrnnContender:
         self.timings = {} if profile and backend != "numpy" else None
 
     def step(self, features, captions):
-        with fastrnn.use_backend(self.backend):
+        with fastrnn.use_backend(self.backend), _default_gemm(self.gemm):
             if self.timings is not None:   # same path as model.loss, with a phase breakdown
                 from fastrnn import engine
                 loss, grads = engine.captioning_loss(
@@ -136,6 +140,21 @@ class FastrnnContender:
             self.timings["adam update"] = self.timings.get("adam update", 0.0) + \
                 time.perf_counter() - t0
         return float(loss)
+
+
+@contextlib.contextmanager
+def _default_gemm(name):
+    """Run with ``name`` as fastrnn's default GEMM provider (None: leave it alone)."""
+    if name is None:
+        yield
+        return
+    from fastrnn import gemm
+    before = gemm._default["name"]
+    gemm.set_default_provider(name)
+    try:
+        yield
+    finally:
+        gemm.set_default_provider(before)
 
 
 class TorchContender:
@@ -176,28 +195,39 @@ def available_contenders():
 
 # ------------------------------------------------------------------ measuring
 
-def measure_sgemm(n):
-    """GFLOP/s of one float32 (n x n) @ (n x n) product through NumPy's BLAS."""
+def measure_sgemm(n, provider="numpy"):
+    """GFLOP/s of one float32 (n x n) @ (n x n) product through a fastrnn GEMM provider
+    ('numpy': NumPy's BLAS)."""
+    from fastrnn.gemm import gemm_provider
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
+    mm = gemm_provider(provider).mm
     t0 = time.perf_counter()
-    np.matmul(a, b, out=out)
+    mm(a, b, out=out)
     return 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+def sgemm_providers():
+    """Whose sgemm rate the header reports: NumPy's BLAS, and oneDNN when it can run."""
+    from fastrnn.gemm import gemm_provider
+    return ["numpy"] + (["onednn"] if gemm_provider("auto").uses == "onednn" else [])
 
 
 def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True):
     """Time ``warmup + iters`` iterations of every contender, taking turns.
 
     Returns per-contender lists of (seconds, loss) for the timed iterations, the
-    first-iteration losses, and the sgemm GFLOP/s measured once per timed round.
+    first-iteration losses, and per GEMM provider the sgemm GFLOP/s measured once
+    per timed round.
     """
     from tqdm import tqdm
     times = {c.name: [] for c in contenders}
     first_loss = {}
-    sgemm = []
-    measure_sgemm(min(sgemm_n, 256))  # warm the BLAS thread pool
+    sgemm = {p: [] for p in sgemm_providers()}
+    for p in sgemm:
+        measure_sgemm(min(sgemm_n, 256), p)  # warm the thread pools
     with tqdm(total=(warmup + iters) * len(contenders), disable=not progress,
               desc="fastrnn-bench", unit="it") as bar:
         for r in range(warmup + iters):
@@ -214,7 +244,8 @@ def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True):
                     times[c.name].append(seconds)
                 bar.update()
             if r >= warmup:
-                sgemm.append(measure_sgemm(sgemm_n))
+                for p in sgemm:
+                    sgemm[p].append(measure_sgemm(sgemm_n, p))
     return times, first_loss, sgemm
 
 
@@ -295,8 +326,11 @@ def summarise(times, first_loss, sgemm, memory, cfg):
             if mem else None,
             "projected_full_run_hours": m * FULL_RUN_ITERATIONS / 3600,
         })
-    return {"dense_flop_per_iteration": flops, "sgemm_gflops_median": float(np.median(sgemm)),
-            "sgemm_gflops": sgemm, "rows": rows}
+    by_provider = {p: float(np.median(v)) for p, v in sgemm.items()}
+    return {"dense_flop_per_iteration": flops,
+            "sgemm_gflops_median": by_provider["numpy"], "sgemm_gflops": sgemm["numpy"],
+            "sgemm_gflops_median_by_provider": by_provider,
+            "sgemm_gflops_best": max(by_provider.values()), "rows": rows}
 
 
 COLUMNS = ("contender", "s/iter (median)", "x vs pytorch", "x vs reference", "dense GFLOP/s",
@@ -343,9 +377,20 @@ def format_header(preset, cfg, summary, threads, load):
             f"threads {threads or 'default'}\n"
             f"dense work per iteration: {_number(summary['dense_flop_per_iteration'] / 1e9)} GFLOP; "
             f"measured sgemm ({cfg['sgemm']}^3 float32 matmul, median of rounds): "
-            f"{_number(summary['sgemm_gflops_median'])} GFLOP/s\n"
+            + ", ".join(f"{_number(v)} GFLOP/s ({_SGEMM_LABEL.get(p, p)})"
+                        for p, v in summary["sgemm_gflops_median_by_provider"].items())
+            + f"; fastrnn's default GEMM provider: {_provider_label()}\n"
             f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} "
             f"on {os.cpu_count()} CPUs (other processes add noise to every column)")
+
+
+_SGEMM_LABEL = {"numpy": "NumPy's BLAS", "onednn": "oneDNN in PyTorch"}
+
+
+def _provider_label():
+    from fastrnn.gemm import default_provider, gemm_provider
+    name = default_provider()
+    return f"auto: large products via {gemm_provider(name).uses}" if name == "auto" else name
 
 
 def format_profile(contenders, iters_total):
@@ -405,7 +450,10 @@ def build_parser():
     parser.add_argument("--backends", default=None, metavar="LIST",
                         help="comma-separated contenders among numpy (the reference), the "
                              "compiled fastrnn backends (numba, cython), torch and torch-packed "
-                             "(default: every one this install can run)")
+                             "(default: every one this install can run). A compiled backend may "
+                             "name its GEMM provider: cython/numpy runs the fused engine with "
+                             "NumPy's BLAS, cython/onednn with oneDNN (default: the default "
+                             "provider, see fastrnn.gemm and $FASTRNN_GEMM)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results (every timing, the table's columns, the "
                              "configuration) to this JSON file")
@@ -431,13 +479,23 @@ def _contender_names(parser, text):
     available = available_contenders()
     if text is None:
         return available
+    from fastrnn.gemm import GEMM_PROVIDERS, gemm_provider
     names = [n.strip() for n in text.split(",") if n.strip()]
     known = ["numpy", "numba", "cython"] + list(TORCH_CONTENDERS)
     for n in names:
-        if n not in known:
+        base, slash, gemm = n.partition("/")
+        if base not in known:
             parser.error(f"--backends: unknown contender {n!r}; choose among {known}")
-        if n not in available:
+        if base not in available:
             parser.error(f"--backends: {n!r} cannot run in this install; available: {available}")
+        if slash and (base in ("numpy",) + TORCH_CONTENDERS or gemm not in GEMM_PROVIDERS):
+            parser.error(f"--backends: {n!r}: only a compiled backend takes /GEMM, with GEMM "
+                         f"one of {GEMM_PROVIDERS}")
+        if slash:
+            try:
+                gemm_provider(gemm)
+            except ImportError as err:
+                parser.error(f"--backends: {n!r}: {err}")
     if not names:
         parser.error("--backends: name at least one contender")
     return list(dict.fromkeys(names))
