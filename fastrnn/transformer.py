@@ -168,11 +168,15 @@ class ClassificationTransformer(nn.Module):
 
     def logits(self, inputs, pad_mask=None, subwords=None):
         """``forward`` before the sigmoid; train on this with a logit loss."""
+        x = self.encode(inputs, pad_mask, subwords)
+        return self.final_logits(x, pad_mask)
+
+    def encode(self, inputs, pad_mask=None, subwords=None):
+        """The token states before pooling: embed, attention, feed-forward. -> (N, T, H)."""
         x = self.embed(inputs, subwords)
         pad_mask = self._check_pad_mask("forward", pad_mask, x.shape[:2])
         x = self.multi_head_attention(x, pad_mask)
-        x = self.feedforward_layer(x)
-        return self.final_logits(x, pad_mask)
+        return self.feedforward_layer(x)
 
     # ---------------------------------------------------------------- helpers
 

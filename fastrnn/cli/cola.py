@@ -9,6 +9,7 @@ is not reached yet. README.md lists the numbers and the commands.
 """
 import argparse
 import copy
+import math
 import os
 import sys
 import time
@@ -69,6 +70,10 @@ def build_parser():
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=20, help="maximum training epochs")
     train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--bucket", type=int, default=0, metavar="B",
+                       help="length bucketing: sort each pool of B batches of a shuffled epoch "
+                            "by sentence length, so batches hold similar lengths and carry less "
+                            "padding (faster with --mask); 0: plain shuffled batches")
     train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (Adam)")
     train.add_argument("--weight-decay", type=float, default=0.01,
                        help="decoupled weight decay (AdamW); 0 is plain Adam")
@@ -91,6 +96,13 @@ def build_parser():
     train.add_argument("--ema", type=float, default=0.0,
                        help="if > 0, validate, select and test an exponential moving average of "
                             "the weights with this decay per step (e.g. 0.999); 0: the raw weights")
+    train.add_argument("--pretrain-epochs", type=int, default=0,
+                       help="self-supervised epochs before the classifier is trained: predict "
+                            "randomly hidden words of the training sentences (masked-token "
+                            "prediction; labels unused, no other data)")
+    train.add_argument("--mask-prob", type=float, default=0.15,
+                       help="share of words hidden (replaced by <unk>) in each pre-training "
+                            "sentence")
     train.add_argument("--patience", type=int, default=5,
                        help="stop after this many epochs without a better validation MCC "
                             "(0: never stop early)")
@@ -160,7 +172,9 @@ def train_and_evaluate(data, args, threshold):
             member_args.out = None  # only the whole ensemble is written
         torch.manual_seed(member_args.seed)
         model = build_model(data, member_args)
+        pretrain_losses = pretrain(model, data, member_args) if args.pretrain_epochs else []
         best, fit = fit_and_select(model, data, member_args, threshold)
+        fit["pretrain_losses"] = pretrain_losses
         model.load_state_dict(best["state"])
         members.append(model)
         fits.append((best, fit))
@@ -227,6 +241,74 @@ def build_model(data, args):
         num_subwords=len(data.subword_to_ix) if data.subword_to_ix else 0, seed=args.seed)
 
 
+class MaskedTokenHead(torch.nn.Module):
+    """Predicts hidden words from the token states: a transform, then scores tied to
+    the model's token embedding (BERT's masked-LM head). Used only in pre-training."""
+
+    def __init__(self, model):
+        super().__init__()
+        H = model.hidden_dim
+        self.embedding = model.token_embedding          # shared, not copied
+        self.transform = torch.nn.Sequential(torch.nn.Linear(H, H), torch.nn.GELU(),
+                                             torch.nn.LayerNorm(H))
+        self.bias = torch.nn.Parameter(torch.zeros(model.vocab_size))
+
+    def forward(self, states):
+        """states (M, H) -> scores (M, V)."""
+        # The embedding rows have unit-variance entries: scale the dot products
+        # down by sqrt(H) so the first scores are O(1), not O(sqrt(H)).
+        H = self.embedding.weight.shape[1]
+        return self.transform(states) @ self.embedding.weight.T / math.sqrt(H) + self.bias
+
+
+def pretrain(model, data, args):
+    """Masked-token pre-training on the training sentences (labels unused).
+
+    Each epoch hides a random ``--mask-prob`` share of every sentence's words
+    (never [CLS]): the word becomes <unk> and, with subwords on, loses its
+    n-grams; the model learns to predict the hidden words from their context.
+    Returns the mean loss of each epoch.
+    """
+    head = MaskedTokenHead(model)
+    params = list(model.parameters()) + [p for n, p in head.named_parameters()
+                                         if not n.startswith("embedding.")]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = -(-len(data.train) // args.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda("cosine", args.warmup, steps_per_epoch * args.pretrain_epochs))
+    rng = np.random.default_rng(args.seed + 1)
+    train = _tensors(data.train)
+    unk = model.word_to_ix[UNK]
+    losses = []
+    for epoch in tqdm(range(1, args.pretrain_epochs + 1), desc="pre-training", unit="epoch",
+                      disable=args.no_progress, leave=False):
+        model.train()
+        epoch_losses = []
+        for rows in np.array_split(rng.permutation(len(data.train)), steps_per_epoch):
+            rows = torch.from_numpy(rows)
+            ids, pad_mask = train["ids"][rows], train["pad_mask"][rows]
+            subwords = train["subwords"][rows] if "subwords" in train else None
+            ids, pad_mask, subwords = trim_padding(ids, pad_mask, subwords)
+            hidden = (torch.rand(ids.shape) < args.mask_prob) & ~pad_mask & (ids != unk)
+            hidden[:, 0] = False                                 # [CLS] stays
+            if not hidden.any():
+                continue
+            inputs = ids.masked_fill(hidden, unk)
+            if subwords is not None:
+                subwords = subwords.masked_fill(hidden[..., None], 0)
+            states = model.encode(inputs, pad_mask if args.mask else None, subwords)
+            loss = F.cross_entropy(head(states[hidden]), ids[hidden])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            epoch_losses.append(loss.item())
+        losses.append(float(np.mean(epoch_losses)))
+        tqdm.write(f"pre-training epoch {epoch:3d}  masked-token loss {losses[-1]:.4f}",
+                   file=sys.stdout)
+    return losses
+
+
 def fit_and_select(model, data, args, threshold):
     """Train epoch by epoch; keep the weights with the best validation MCC.
 
@@ -244,6 +326,7 @@ def fit_and_select(model, data, args, threshold):
         if args.ema else None
     evaluated = averaged.module if averaged else model
     train = _tensors(data.train)
+    lengths = (~data.train.pad_mask).sum(axis=1)
     best = {"val_mcc": -np.inf, "epoch": 0}
     history, train_seconds, stopped_by_time = [], 0.0, False
     started = time.perf_counter()
@@ -253,7 +336,7 @@ def fit_and_select(model, data, args, threshold):
         model.train()
         epoch_started = time.perf_counter()
         losses = []
-        for rows in np.array_split(batch_rng.permutation(len(data.train)), steps_per_epoch):
+        for rows in epoch_batches(batch_rng, lengths, steps_per_epoch, args.bucket):
             losses.append(train_step(model, optimizer, train, torch.from_numpy(rows), args))
             scheduler.step()
             if averaged:
@@ -286,6 +369,26 @@ def fit_and_select(model, data, args, threshold):
     fit = dict(history=history, stopped_by_time=stopped_by_time, train_seconds=train_seconds,
                train_sentences_per_s=len(history) * len(data.train) / train_seconds)
     return best, fit
+
+
+def epoch_batches(rng, lengths, n_batches, bucket=0):
+    """One epoch's batches of row indices (a shuffle of all rows).
+
+    bucket > 0: the shuffle is cut into pools of ``bucket`` batches, each pool is
+    sorted by sentence length before being cut into batches, and the batches are
+    shuffled; similar lengths share a batch, so less padding is computed (the mask
+    trims each batch to its longest sentence).
+    """
+    order = rng.permutation(len(lengths))
+    if not bucket:
+        return np.array_split(order, n_batches)
+    size = -(-len(lengths) // n_batches)
+    batches = []
+    for start in range(0, len(order), size * bucket):
+        pool = order[start:start + size * bucket]
+        pool = pool[np.argsort(lengths[pool], kind="stable")]
+        batches += [pool[i:i + size] for i in range(0, len(pool), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def score_on_test(model, data, args, threshold):
