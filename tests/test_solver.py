@@ -336,15 +336,37 @@ def zero_features(data):
     return zeroed
 
 
+def val_loss(model, data, num_captions=1000, batch_size=500):
+    """Mean cross-entropy per caption of the first ``num_captions`` val captions."""
+    captions = data["val_captions"][:num_captions]
+    features = data["val_features"][data["val_image_idxs"][:num_captions]]
+    total = 0.0
+    for start in range(0, len(captions), batch_size):
+        loss, _ = model.loss(features[start:start + batch_size],
+                             captions[start:start + batch_size])
+        total += float(loss) * len(captions[start:start + batch_size])
+    return total / len(captions)
+
+
 @pytest.mark.slow
 def test_captions_learn_from_the_image_features(tmp_path):
     """On synthetic COCO the caption content lives in the features, so a trained model must
-    score clearly better on val than itself with the features zeroed, and than the same
-    model trained on zeroed features (a language model that never sees the image)."""
+    do clearly better on val than itself with the features zeroed, and than the same model
+    trained on zeroed features (a language model that never sees the image).
+
+    "Better" is judged by the val cross-entropy, which moves smoothly with the weights.
+    Measured over model seeds 0-2 and learning rates 4e-3/5e-3/6e-3 (per caption, in
+    nats): seeing 18.2-18.5, features zeroed 23.3-24.2, language model 20.7-21.3, so
+    the margins asserted below are under half the smallest seen. BLEU is not smooth: a
+    blind model settles on one fixed caption, and which one can change with the float
+    rounding of training (features zeroed scored 0.18-0.25, the language model
+    0.24-0.25, the seeing model 0.305-0.324), so it only has to be higher by 0.02.
+    """
     from fastrnn.data import load_coco_data, synthetic
     from fastrnn.metrics import reference_bleu
     synthetic.generate(tmp_path / "coco", size=10_000, seed=0, progress=False)
     data = load_coco_data(tmp_path / "coco")
+    blind_data = zero_features(data)
 
     def trained_on(train_data):
         model = CaptioningRNN(data["word_to_idx"], input_dim=512, wordvec_dim=128,
@@ -358,8 +380,13 @@ def test_captions_learn_from_the_image_features(tmp_path):
         return reference_bleu(model, eval_data, split="val", num_samples=500, progress=False)
 
     model = trained_on(data)
-    blind = trained_on(zero_features(data))
-    seeing, features_zeroed = bleu(model, data), bleu(model, zero_features(data))
+    blind = trained_on(blind_data)
+    seeing, features_zeroed = val_loss(model, data), val_loss(model, blind_data)
+    language_model = val_loss(blind, blind_data)
+    assert seeing < features_zeroed - 2.0, (seeing, features_zeroed)
+    assert seeing < language_model - 1.0, (seeing, language_model)
+
+    seeing, features_zeroed = bleu(model, data), bleu(model, blind_data)
     language_model = bleu(blind, data)
-    assert seeing > features_zeroed + 0.05
-    assert seeing > language_model + 0.03
+    assert seeing > features_zeroed + 0.02, (seeing, features_zeroed)
+    assert seeing > language_model + 0.02, (seeing, language_model)
