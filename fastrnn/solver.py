@@ -20,6 +20,16 @@ Resuming is bit for bit: the checkpoint holds the weights, every optimizer
 state, the generator state and the counters, and an iteration is applied all
 at once (a Ctrl-C in the middle of one discards it), so an interrupted and
 resumed run makes exactly the updates of an uninterrupted one.
+
+Adam ('adam' or ``optim.adam``) runs fused and in place (``optim.adam_in_place``
+on the active backend's kernel): one pass over each weight and its moments
+instead of a chain of full-size temporaries. It only writes arrays the solver
+allocated itself during the current ``train()`` call: on the first step of each
+call the weights and moments are copied, so arrays a caller holds (the model's
+weights as passed in, a loaded checkpoint's, those of an earlier call) never
+change. While training runs, ``model.params`` and the moments change in place:
+an ``eval_fn`` that wants to keep weights must copy them. Other rules are called
+as values, as in CS231n.
 """
 import contextlib
 import numbers
@@ -54,7 +64,8 @@ class CaptioningSolver:
         ``train_urls``, as returned by ``load_coco_data``).
     update_rule : str or callable
         A name in ``fastrnn.optim.RULES`` ('sgd', 'sgd_momentum', 'rmsprop',
-        'adam') or a function with the same signature.
+        'adam') or a function with the same signature. 'adam' (and
+        ``optim.adam`` itself) runs fused and in place, see the module docstring.
     optim_config : dict
         Hyperparameters given to the update rule (e.g. ``learning_rate``);
         each parameter gets its own copy, which also holds its optimizer state.
@@ -89,6 +100,8 @@ class CaptioningSolver:
         self.model = model
         self.data = data
         self.update_rule = update_rule if callable(update_rule) else optim.get_rule(update_rule)
+        # The same numbers as optim.adam (to rounding), one fused pass, no temporaries.
+        self.fused_adam = self.update_rule is optim.adam
         self.optim_config = dict(optim_config)
         self.lr_decay = float(lr_decay)
         self.batch_size = int(batch_size)
@@ -115,6 +128,7 @@ class CaptioningSolver:
         if default_lr is not None:
             config.setdefault("learning_rate", default_lr)
         self.optim_configs = {name: dict(config) for name in self.model.params}
+        self._in_place = {}   # name -> (w, m, v) this train() call allocated (fused Adam)
 
     # --------------------------------------------------------------- properties
 
@@ -160,6 +174,7 @@ class CaptioningSolver:
         infinite loss raises TrainingDiverged and leaves the checkpoint alone.
         """
         total = self.num_iterations
+        self._in_place = {}   # arrays from before this call are the caller's: copy, never write
         bar = tqdm(total=total, initial=self.iteration, desc="training", unit="it",
                    disable=not self.progress, dynamic_ncols=True)
         try:
@@ -197,16 +212,23 @@ class CaptioningSolver:
             loss, grads = self._loss_and_grads(features, captions)
             loss = float(loss)
             self._check_finite(loss, grads)
-            new_params, new_configs = {}, {}
-            for name, w in self.model.params.items():
-                new_params[name], new_configs[name] = self.update_rule(
-                    w, grads[name], dict(self.optim_configs[name]))
+            if self.fused_adam:
+                new_params, new_configs = self._fused_adam_arrays(grads)
+            else:
+                new_params, new_configs = {}, {}
+                for name, w in self.model.params.items():
+                    new_params[name], new_configs[name] = self.update_rule(
+                        w, grads[name], dict(self.optim_configs[name]))
         except BaseException:
             # Nothing of this iteration was kept, so its minibatch must not be either.
             self.rng.bit_generator.state = rng_state
             raise
         with _sigint_deferred():
             self.model.params.update(new_params)
+            if self.fused_adam:   # checked above, so no step can fail half-way through
+                for name, w in new_params.items():
+                    optim.adam_in_place(w, grads[name], new_configs[name])
+                    self._in_place[name] = (w, new_configs[name]["m"], new_configs[name]["v"])
             self.optim_configs = new_configs
             self.loss_history.append(loss)
             self.iteration += 1
@@ -215,6 +237,25 @@ class CaptioningSolver:
                     if "learning_rate" in config:
                         config["learning_rate"] = float(config["learning_rate"]) * self.lr_decay
         return loss
+
+    def _fused_adam_arrays(self, grads):
+        """The weights and configs the fused Adam step will update in place.
+
+        Modifies nothing, so an interruption here loses nothing. Every weight or
+        moment this train() call has not allocated itself is swapped for a private
+        C-contiguous copy; missing moments become zeros; all are checked
+        (``optim.adam_state``) before the first one is written.
+        """
+        params, configs = {}, {}
+        for name, w in self.model.params.items():
+            own_w, own_m, own_v = self._in_place.get(name, (None, None, None))
+            config = dict(self.optim_configs[name])
+            params[name] = w if w is own_w else _private_copy(w)
+            for key, own in (("m", own_m), ("v", own_v)):
+                if key in config and config[key] is not own:
+                    config[key] = _private_copy(config[key])
+            configs[name] = optim.adam_state(params[name], grads[name], config)
+        return params, configs
 
     def _loss_and_grads(self, features, captions):
         """Loss and gradients of one global minibatch (data-parallel training overrides it)."""
@@ -303,6 +344,11 @@ class CaptioningSolver:
         settings.update(overrides)
         solver = cls(model, data, **settings)
         return solver.load_checkpoint(path)
+
+
+def _private_copy(array):
+    """A C-contiguous copy of an array (anything else is left for the checks to name)."""
+    return np.array(array, order="C") if isinstance(array, np.ndarray) else array
 
 
 def _check_data(data):

@@ -17,7 +17,7 @@ Sigmoid is ``0.5 * (1 + tanh(x / 2))`` like the reference: it never overflows.
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport exp, log, tanh, fabsf
+from libc.math cimport exp, log, tanh, fabsf, sqrt, sqrtf
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
@@ -851,3 +851,98 @@ def tanh_into(cnp.ndarray x, cnp.ndarray out):
         _check(x, "x", cnp.NPY_FLOAT64, N, H)
         _check(out, "out", cnp.NPY_FLOAT64, N, H)
         _tanh_rows(<double*>_data(x), <double*>_data(out), N, H)
+
+
+# ========================================================================== Adam
+
+cdef enum:
+    ADAM_CHUNK = 2048    # elements per chunk: its scratch (and the chunk) stay in L1
+
+
+cdef inline real _sqrt(real x) noexcept nogil:
+    if real is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef void _adam_chunk(real* w,          # (n,) weights, updated
+                      const real* dw,   # (n,) gradient
+                      real* m,          # (n,) first moment, updated
+                      real* v,          # (n,) second moment, updated
+                      real lr, real b1, real c1, real b2, real c2, real eps, real bc1, real bc2,
+                      Py_ssize_t n) noexcept nogil:
+    """n <= ADAM_CHUNK elements of adam_update, in the reference's order of operations
+    (c1 = 1 - beta1, c2 = 1 - beta2, bc1, bc2 the bias corrections). Three loops over a
+    chunk that stays in L1: the first and last vectorize; the square roots sit alone
+    because libm's errno rule keeps gcc from vectorizing a loop that calls sqrt."""
+    cdef real denom[ADAM_CHUNK]
+    cdef Py_ssize_t i
+    cdef real g
+    for i in range(n):
+        g = dw[i]
+        m[i] = b1 * m[i] + c1 * g
+        v[i] = b2 * v[i] + c2 * (g * g)
+        denom[i] = v[i] / bc2
+    for i in range(n):
+        denom[i] = _sqrt(denom[i])
+    for i in range(n):
+        w[i] = w[i] - lr * (m[i] / bc1) / (denom[i] + eps)
+
+
+cdef int _check_like(object a, str name, object w, int typenum, bint written) except -1:
+    """``a`` must be a C-contiguous array of w's shape and ``typenum`` (writeable if written)."""
+    if (not isinstance(a, np.ndarray) or a.shape != w.shape
+            or cnp.PyArray_TYPE(<cnp.ndarray>a) != typenum
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)):
+        raise ValueError(f"_cython_kernels: {name} must be a C-contiguous {_dtype_name(typenum)} "
+                         f"array of shape {w.shape}, got {getattr(a, 'dtype', type(a).__name__)} "
+                         f"shape {np.shape(a)}")
+    if written and not a.flags.writeable:
+        raise ValueError(f"_cython_kernels: {name} is read-only; adam_update writes it")
+    return 0
+
+
+cdef _adam_update(real* kind, object w, object dw, object m, object v, double learning_rate,
+                  double beta1, double beta2, double epsilon, double bias1, double bias2):
+    cdef int tn = _typenum(kind)
+    _check_like(w, "w", w, tn, True)
+    _check_like(dw, "dw", w, tn, False)
+    _check_like(m, "m", w, tn, True)
+    _check_like(v, "v", w, tn, True)
+    cdef Py_ssize_t n = w.size, k
+    cdef Py_ssize_t chunks = (n + ADAM_CHUNK - 1) // ADAM_CHUNK
+    cdef real* pw = <real*>_data(w)
+    cdef real* pdw = <real*>_data(dw)
+    cdef real* pm = <real*>_data(m)
+    cdef real* pv = <real*>_data(v)
+    # The float64 scalars cast once to the weights' type, as NumPy does with a Python float.
+    cdef real lr = <real>learning_rate, eps = <real>epsilon
+    cdef real b1 = <real>beta1, c1 = <real>(1 - beta1), b2 = <real>beta2, c2 = <real>(1 - beta2)
+    cdef real bc1 = <real>bias1, bc2 = <real>bias2
+    cdef int nt = _threads_for(n)
+    with nogil:
+        if nt == 1:
+            for k in range(chunks):
+                _adam_chunk(pw + k * ADAM_CHUNK, pdw + k * ADAM_CHUNK, pm + k * ADAM_CHUNK,
+                            pv + k * ADAM_CHUNK, lr, b1, c1, b2, c2, eps, bc1, bc2,
+                            min(ADAM_CHUNK, n - k * ADAM_CHUNK))
+        else:
+            # Each thread owns whole chunks: no element is touched by two threads.
+            for k in prange(chunks, num_threads=nt, schedule="static"):
+                _adam_chunk(pw + k * ADAM_CHUNK, pdw + k * ADAM_CHUNK, pm + k * ADAM_CHUNK,
+                            pv + k * ADAM_CHUNK, lr, b1, c1, b2, c2, eps, bc1, bc2,
+                            min(ADAM_CHUNK, n - k * ADAM_CHUNK))
+
+
+def adam_update(w, dw, m, v, double learning_rate, double beta1, double beta2, double epsilon,
+                double bias1, double bias2):
+    """One Adam step in place (the contract of numpy_backend.adam_update).
+
+    w, dw, m, v: C-contiguous arrays of one shape and float dtype, any number of
+    dimensions; w, m, v are updated. bias1 = 1 - beta1**t, bias2 = 1 - beta2**t.
+    """
+    if isinstance(w, np.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>w) == cnp.NPY_FLOAT32:
+        _adam_update(<float*>NULL, w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2)
+    else:
+        _adam_update(<double*>NULL, w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2)

@@ -1,7 +1,7 @@
 """Backend registry: which implementation of the layer functions is active.
 
-A backend is a module that defines some or all of the functions in ``API`` and
-``KERNELS``;
+A backend is a module that defines some or all of the functions in ``API``,
+``KERNELS`` and ``OPTIMIZER_KERNELS``;
 whatever it leaves out falls back to the NumPy reference (``numpy_backend``),
 so a compiled backend overrides exactly the kernels it accelerates.
 
@@ -29,6 +29,10 @@ API = (
 # contract is documented on the reference versions in numpy_backend.
 KERNELS = ("lstm_gates_forward", "lstm_gates_backward", "softmax_cross_entropy_rows")
 
+# In-place optimizer kernels used by fastrnn.optim.adam_in_place (the solver's Adam);
+# their contract is documented on the reference versions in numpy_backend.
+OPTIMIZER_KERNELS = ("adam_update",)
+
 # name -> (module implementing it, modules that must be importable for it).
 # Listed fastest first: the default backend is the first available one.
 _REGISTRY = {
@@ -52,7 +56,7 @@ class Backend:
     def __init__(self, name, module, reference=None):
         self.name = name
         self.module = module
-        for fn in API + KERNELS:
+        for fn in API + KERNELS + OPTIMIZER_KERNELS:
             impl = getattr(module, fn, None)
             if impl is None:
                 impl = getattr(reference, fn)

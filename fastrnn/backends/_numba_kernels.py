@@ -409,3 +409,52 @@ def _row_sum(a, r):
         total += a[r, j]
         j += 1
     return total + (((float(s0) + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+
+
+# ---------------------------------------------------------------------- Adam
+# Blocks small enough that w, dw, m, v stay in L1 between three loops that each
+# write one array: a single loop writing w, m and v stays scalar (too many runtime
+# alias checks for LLVM, as in the LSTM note), these three vectorize.
+
+_ADAM_BLOCK = 2048
+
+
+@njit(**_PARALLEL)
+def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
+    """One Adam step in place (the contract of numpy_backend.adam_update).
+
+    w, dw, m, v (n,) C-contiguous, one float dtype; w, m, v updated. The float64
+    scalars are cast to w's dtype, so the arithmetic is the reference's.
+    Threads own distinct blocks of elements.
+    """
+    n = w.shape[0]
+    for k in prange((n + _ADAM_BLOCK - 1) // _ADAM_BLOCK):
+        b = slice(k * _ADAM_BLOCK, min((k + 1) * _ADAM_BLOCK, n))
+        _adam_block(w[b], dw[b], m[b], v[b], learning_rate, beta1, beta2, epsilon, bias1, bias2)
+
+
+@njit(**_SERIAL)
+def adam_update_serial(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
+    """adam_update on the calling thread."""
+    n = w.shape[0]
+    for lo in range(0, n, _ADAM_BLOCK):
+        b = slice(lo, min(lo + _ADAM_BLOCK, n))
+        _adam_block(w[b], dw[b], m[b], v[b], learning_rate, beta1, beta2, epsilon, bias1, bias2)
+
+
+@njit(**_SERIAL)
+def _adam_block(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
+    """adam_update on one block (views of at least one element), in the reference's order.
+    Loops start at 0: Numba then knows the index is never negative and LLVM vectorises."""
+    x = w[0]
+    b1, c1 = _like(beta1, x), _like(1.0 - beta1, x)
+    b2, c2 = _like(beta2, x), _like(1.0 - beta2, x)
+    lr, eps = _like(learning_rate, x), _like(epsilon, x)
+    bc1, bc2 = _like(bias1, x), _like(bias2, x)
+    for i in range(w.shape[0]):
+        m[i] = b1 * m[i] + c1 * dw[i]
+    for i in range(w.shape[0]):
+        g = dw[i]
+        v[i] = b2 * v[i] + c2 * (g * g)
+    for i in range(w.shape[0]):
+        w[i] = w[i] - lr * (m[i] / bc1) / (np.sqrt(v[i] / bc2) + eps)

@@ -273,3 +273,15 @@ def softmax_cross_entropy_rows(scores, y, scale):
     row_loss = np.empty(scores.shape[0], dtype=np.float64)
     _k.softmax_xent_rows(scores, _c(y, dtype=np.intp), None, scores, row_loss, float(scale))
     return float(row_loss.sum())
+
+
+# ------------------------------------------------------ optimizer kernel (adam_update)
+
+def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
+    """One Adam step in place; see numpy_backend.adam_update. C-contiguous arrays run
+    in the fused kernel, other layouts on the NumPy one."""
+    if not all(a.flags.c_contiguous for a in (w, dw, m, v)):
+        from fastrnn.backends import numpy_backend
+        return numpy_backend.adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon,
+                                         bias1, bias2)
+    _k.adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2)

@@ -231,3 +231,20 @@ def softmax_cross_entropy_rows(scores, y, scale):
     _kernel("softmax_xent_rows", scores.size)(
         scores, _tokens(y), np.ones(R, dtype=scores.dtype), float(scale), scores, row_loss)
     return float(row_loss.sum())
+
+
+# ------------------------------------------------------ optimizer kernel (adam_update)
+
+def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
+    """One Adam step in place; see numpy_backend.adam_update. Arrays of any shape:
+    C-contiguous ones run as one flat pass (one compiled signature per dtype), other
+    layouts on the NumPy kernel."""
+    arrays = (w, dw, m, v)
+    if not all(a.flags.c_contiguous for a in arrays):
+        from fastrnn.backends import numpy_backend
+        return numpy_backend.adam_update(*arrays, learning_rate, beta1, beta2, epsilon,
+                                         bias1, bias2)
+    if w.size:
+        _kernel("adam_update", w.size)(*(a.reshape(-1) for a in arrays), float(learning_rate),
+                                       float(beta1), float(beta2), float(epsilon), float(bias1),
+                                       float(bias2))

@@ -255,3 +255,56 @@ def softmax_cross_entropy_rows(scores, y, scale):
     scores[rows, y] -= 1
     scores *= scale
     return loss
+
+
+# ------------------------------------------------------ optimizer kernel (adam_update)
+
+ADAM_BLOCK = 1 << 16   # elements per block: the two scratch blocks stay in L2
+
+
+def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
+    """One Adam step in place, with the arithmetic of ``fastrnn.optim.adam``.
+
+    w, dw, m, v: arrays of one shape and float dtype; w (the weights), m and v
+    (the moments) are updated, dw (the gradient) is read. The scalars are Python
+    floats; bias1 = 1 - beta1**t and bias2 = 1 - beta2**t are the bias corrections
+    of this step t. Element by element, in w's dtype and in this order:
+
+        m = beta1 * m + (1 - beta1) * dw
+        v = beta2 * v + (1 - beta2) * (dw * dw)
+        w = w - learning_rate * (m / bias1) / (sqrt(v / bias2) + epsilon)
+
+    Contiguous arrays are done in blocks, so the scratch space is two small
+    buffers instead of a chain of full-size temporaries; other layouts in one go.
+    """
+    arrays = (w, dw, m, v)
+    if all(a.flags.c_contiguous for a in arrays):
+        w, dw, m, v = (a.reshape(-1) for a in arrays)
+        n = w.size
+        scratch = np.empty((2, min(n, ADAM_BLOCK)), dtype=w.dtype)
+        for lo in range(0, n, ADAM_BLOCK):
+            block = slice(lo, min(lo + ADAM_BLOCK, n))
+            size = block.stop - block.start
+            _adam_block(w[block], dw[block], m[block], v[block], scratch[0, :size],
+                        scratch[1, :size], learning_rate, beta1, beta2, epsilon, bias1, bias2)
+    else:
+        _adam_block(w, dw, m, v, np.empty_like(w), np.empty_like(w), learning_rate, beta1,
+                    beta2, epsilon, bias1, bias2)
+
+
+def _adam_block(w, dw, m, v, step, denom, learning_rate, beta1, beta2, epsilon, bias1, bias2):
+    """adam_update on one block; step and denom are scratch of the block's shape.
+    Each line is one rounding of the reference's expression, in the same order."""
+    m *= beta1                                     # m = beta1 * m + (1 - beta1) * dw
+    m += np.multiply(dw, 1 - beta1, out=step)
+    v *= beta2                                     # v = beta2 * v + (1 - beta2) * (dw * dw)
+    np.multiply(dw, dw, out=step)
+    step *= 1 - beta2
+    v += step
+    np.divide(m, bias1, out=step)                  # step = learning_rate * m_hat
+    step *= learning_rate
+    np.divide(v, bias2, out=denom)                 # denom = sqrt(v_hat) + epsilon
+    np.sqrt(denom, out=denom)
+    denom += epsilon
+    step /= denom
+    w -= step
