@@ -356,7 +356,8 @@ def test_captions_learn_from_the_image_features(tmp_path):
 
     "Better" is judged by the val cross-entropy, which moves smoothly with the weights.
     Measured over model seeds 0-2 and learning rates 4e-3/5e-3/6e-3, in three sweeps that
-    round differently (reference Adam on two GEMM providers, fused Adam), in nats:
+    round differently (reference Adam before and after a change of the engine's GEMM
+    code, fused Adam), in nats:
     seeing 18.2-18.5, features zeroed 23.1-24.2, language model 20.7-21.3, so the
     margins asserted below are under half the smallest seen. BLEU is not smooth: a
     blind model settles on one fixed caption, and which one can change with the float
