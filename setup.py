@@ -33,10 +33,13 @@ def cython_extensions():
     from Cython.Build import cythonize
     from setuptools import Extension
 
+    # -fno-math-errno: the kernels never read errno, and keeping it stops gcc from
+    # vectorising sqrt (fused Adam: 35 -> 14.5 ms per full-scale update, one thread).
+    optimise = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
     if sys.platform == "darwin":  # Apple clang needs libomp; keep flags simple
-        compile_args, link_args = ["-O3", "-fno-trapping-math", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
+        compile_args, link_args = optimise + ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
     else:
-        compile_args, link_args = ["-O3", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]
+        compile_args, link_args = optimise + ["-fopenmp"], ["-fopenmp"]
     extensions = [
         Extension(
             "fastrnn.backends." + os.path.splitext(os.path.basename(src))[0],

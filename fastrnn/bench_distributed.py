@@ -45,7 +45,7 @@ def worker(preset, iters, warmup, seed):
         start = time.perf_counter()
         loss, grads = global_loss_and_grads(context, model, features, captions, iteration=it + 1)
         for k in model.params:
-            model.params[k], configs[k] = optim.adam(model.params[k], grads[k], configs[k])
+            model.params[k], configs[k] = optim.adam_in_place(model.params[k], grads[k], configs[k])
         if it >= warmup:
             times.append(time.perf_counter() - start)
         losses.append(loss)

@@ -135,7 +135,7 @@ class FastrnnContender:
                 loss, grads = self.model.loss(features, captions)
         t0 = time.perf_counter()
         for k, w in self.model.params.items():
-            self.model.params[k], self.configs[k] = optim.adam(w, grads[k], self.configs[k])
+            self.model.params[k], self.configs[k] = optim.adam_in_place(w, grads[k], self.configs[k])
         if self.timings is not None:
             self.timings["adam update"] = self.timings.get("adam update", 0.0) + \
                 time.perf_counter() - t0
