@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Fused elementwise kernels of the Cython/OpenMP backend (``fastrnn.backends._cython_kernels``).
 
-Matrix products stay in BLAS: the Python wrapper (``cython_backend.py``) and
-the sequence loops below call numpy's ``matmul``; everything elementwise around
+Matrix products stay in a BLAS: the Python wrapper (``cython_backend.py``) and
+the sequence loops below call ``fastrnn.gemm.mm`` (the default GEMM provider:
+NumPy's BLAS, or oneDNN for large products); everything elementwise around
 them runs here in one pass per row, in ``nogil`` loops parallel over rows
 (``prange``), each thread owning whole rows so no output is shared.
 
@@ -24,6 +25,8 @@ from libc.string cimport memcpy, memset
 cimport openmp
 
 import numpy as np
+
+from fastrnn.gemm import mm as _mm   # a @ b through the default GEMM provider
 
 cnp.import_array()
 
@@ -422,7 +425,7 @@ cdef _lstm_forward(real* kind, cnp.ndarray gates, cnp.ndarray z, cnp.ndarray b, 
     cdef real* AH = <real*>_data(ah)
     cdef real* B = <real*>_data(b)
     for t in range(T):
-        np.matmul(z[:, t, D:D + H], Wh, out=ah)     # BLAS, GIL released inside numpy
+        _mm(z[:, t, D:D + H], Wh, ah)     # BLAS, GIL released inside it
         with nogil:
             _lstm_forward_rows(G + t * 4 * H, T * 4 * H, AH, 4 * H, B,
                                NULL if t == 0 else C + (t - 1) * H, T * H,
@@ -478,7 +481,7 @@ cdef _lstm_backward(real* kind, cnp.ndarray dh, cnp.ndarray gates, cnp.ndarray c
                                 Z0 if t == 0 else C + (t - 1) * H, H if t == 0 else T * H,
                                 TC + t * H, T * H, dpT, 1, N, DH + t * H, T * H,
                                 dpc, H, DA + t * 4 * H, T * 4 * H, dpc, H, N, H)
-        np.matmul(Wh, da[:, t, :].T, out=dprev_hT)
+        _mm(Wh, da[:, t, :].T, dprev_hT)
 
 
 def lstm_backward(cnp.ndarray dh, cnp.ndarray gates, cnp.ndarray c, cnp.ndarray tanh_c, Wh,
@@ -622,7 +625,7 @@ cdef _rnn_forward(real* kind, cnp.ndarray xw, cnp.ndarray z, cnp.ndarray b, obje
     cdef real* B = <real*>_data(b)
     cdef real* HL = <real*>_data(h_last)
     for t in range(T):
-        np.matmul(z[:, t, D:D + H], Wh, out=ah)
+        _mm(z[:, t, D:D + H], Wh, ah)
         with nogil:
             _rnn_forward_rows(XW + t * H, T * H, AH, B, Hs + t * H, T * H,
                               HL if t == T - 1 else Z + (t + 1) * K + D,
@@ -669,7 +672,7 @@ cdef _rnn_backward(real* kind, cnp.ndarray dh, cnp.ndarray z, cnp.ndarray h_last
             _rnn_backward_rows(dp, DH + t * H, T * H,
                                HL if t == T - 1 else Z + (t + 1) * K + D,
                                H if t == T - 1 else T * K, DA + t * H, T * H, N, H)
-        np.matmul(da[:, t, :], Wh.T, out=dprev_h)
+        _mm(da[:, t, :], Wh.T, dprev_h)
 
 
 def rnn_backward(cnp.ndarray dh, cnp.ndarray z, cnp.ndarray h_last, Wh, cnp.ndarray da,

@@ -189,6 +189,27 @@ def test_non_contiguous_inputs_match_reference(backend, pair, layout, dtype):
     _compare_pair(backend, pair, (3, 4, 5, 13, 9), dtype, layout, seed=1)
 
 
+@pytest.fixture
+def onednn_products():
+    """Every product of the compiled backends through oneDNN (not only the large ones
+    that the default 'auto' provider sends there)."""
+    from fastrnn import gemm
+    try:
+        gemm.set_default_provider("onednn")
+    except ImportError as err:
+        pytest.skip(str(err))
+    yield
+    gemm.set_default_provider(None)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "transposed"])
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_pairs_match_reference_with_onednn_products(backend, pair, layout, onednn_products):
+    _compare_pair(backend, pair, (3, 4, 5, 13, 9), np.float32, layout, seed=2)
+    _compare_pair(backend, pair, (1, 1, 3, 5, 7), np.float32, layout, seed=3)
+
+
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("layout", LAYOUTS)

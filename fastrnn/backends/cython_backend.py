@@ -1,6 +1,8 @@
 """The Cython/OpenMP backend: BLAS for the products, one fused pass for the rest.
 
-Every matrix product is a numpy ``@`` (OpenBLAS); the elementwise work around
+Every matrix product goes through ``fastrnn.gemm.mm``, the default GEMM
+provider (NumPy's OpenBLAS, or oneDNN inside PyTorch for large products: see
+``fastrnn.gemm``); the elementwise work around
 it runs in ``fastrnn.backends._cython_kernels`` (built from
 ``kernels/_cython_kernels.pyx``): nonlinearities, cell update and their
 gradients fused per row, parallel over the batch with the GIL released.
@@ -13,8 +15,6 @@ Three layout choices carry most of the speed:
 * Sequences keep ``z`` for all timesteps (N, T, D+H+1): the input projection
   of every timestep is one GEMM, each h_{t-1} is written into z by the kernel
   that computes it, and the weight gradients are one GEMM after the loop.
-* ``a @ Wh.T`` with Wh (H, 4H) is computed as ``(Wh @ a.T).T``, which
-  OpenBLAS runs about 30% faster at H = 2048.
 
 Caches are private to this backend (``fastrnn.layers`` routes a cache back to
 the backend that made it). Inputs arrive validated but may be non-contiguous.
@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from fastrnn import threads  # noqa: E402
+from fastrnn.gemm import mm as _mm  # noqa: E402
 from fastrnn.backends import _cython_kernels  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def _split_weight_grads(dW, D, H):
 
 def affine_forward(x, w, b):
     """x (N, D), w (D, M), b (M,) -> out (N, M)."""
-    out = x @ w
+    out = _mm(x, w)
     out += b                 # in place: no second (N, M) temporary
     return out, (x, w)
 
@@ -83,7 +84,7 @@ def affine_forward(x, w, b):
 def affine_backward(dout, cache):
     """dout (N, M) -> dx (N, D), dw (D, M), db (M,)."""
     x, w = cache
-    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+    return _mm(dout, w.T), _mm(x.T, dout), dout.sum(axis=0)
 
 
 # ------------------------------------------------------------------------ RNN
@@ -93,7 +94,7 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b):
     D = x.shape[1]
     z = _stack_inputs(x, prev_h)
     next_h = np.empty_like(z[:, D:-1])
-    _k.rnn_cell_forward(z[:, :D] @ Wx, z[:, D:-1] @ Wh, _c(b), next_h)
+    _k.rnn_cell_forward(_mm(z[:, :D], Wx), _mm(z[:, D:-1], Wh), _c(b), next_h)
     return next_h, (z, Wx, Wh, next_h.copy())
 
 
@@ -103,7 +104,7 @@ def rnn_step_backward(dnext_h, cache):
     da = np.empty_like(next_h)
     _k.rnn_cell_backward(_c(dnext_h), next_h, da)
     D, H = Wx.shape
-    return (da @ Wx.T, da @ Wh.T) + _split_weight_grads(z.T @ da, D, H)
+    return (_mm(da, Wx.T), _mm(da, Wh.T)) + _split_weight_grads(_mm(z.T, da), D, H)
 
 
 def rnn_forward(x, h0, Wx, Wh, b):
@@ -114,7 +115,7 @@ def rnn_forward(x, h0, Wx, Wh, b):
     z[:, :, :D] = x
     z[:, 0, D:-1] = h0
     z[:, :, -1] = 1
-    xw = (z[:, :, :D].reshape(N * T, D) @ Wx).reshape(N, T, H)   # all timesteps: one GEMM
+    xw = _mm(z[:, :, :D].reshape(N * T, D), Wx).reshape(N, T, H)   # all timesteps: one GEMM
     h = np.empty((N, T, H), dtype=h0.dtype)
     h_last = np.empty((N, H), dtype=h0.dtype)
     _k.rnn_forward(xw, z, _c(b), Wh, h, h_last, np.empty((N, H), dtype=h0.dtype))
@@ -130,8 +131,8 @@ def rnn_backward(dh, cache):
     dh0 = np.empty((N, H), dtype=dh.dtype)
     _k.rnn_backward(_c(dh), z, h_last, Wh, da, dh0)
     da2 = da.reshape(N * T, H)
-    dx = (da2 @ Wx.T).reshape(N, T, D)
-    return (dx, dh0) + _split_weight_grads(z.reshape(N * T, -1).T @ da2, D, H)
+    dx = _mm(da2, Wx.T).reshape(N, T, D)
+    return (dx, dh0) + _split_weight_grads(_mm(z.reshape(N * T, -1).T, da2), D, H)
 
 
 # ------------------------------------------------------------------ embedding
@@ -156,9 +157,9 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     D = x.shape[1]
     z = _stack_inputs(x, prev_h)
     prev_c = _c(prev_c)
-    gates = z[:, :D] @ Wx                   # becomes the gate activations in place
+    gates = _mm(z[:, :D], Wx)               # becomes the gate activations in place
     next_h, next_c, tanh_c = (np.empty_like(prev_c) for _ in range(3))
-    _k.lstm_cell_forward(gates, z[:, D:-1] @ Wh, _c(b), prev_c, next_c, next_h, tanh_c)
+    _k.lstm_cell_forward(gates, _mm(z[:, D:-1], Wh), _c(b), prev_c, next_c, next_h, tanh_c)
     return next_h, next_c, (z, prev_c, Wx, Wh, gates, tanh_c)
 
 
@@ -168,9 +169,9 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     da = np.empty_like(gates)
     dprev_c = np.empty_like(prev_c)
     _k.lstm_cell_backward(gates, prev_c, tanh_c, _c(dnext_h), _c(dnext_c), da, dprev_c)
-    dx = da @ Wx.T
-    dprev_h = (Wh @ da.T).T                  # = da @ Wh.T, faster in OpenBLAS (F-ordered result)
-    return (dx, dprev_h, dprev_c) + _split_weight_grads(z.T @ da, Wx.shape[0], Wh.shape[0])
+    dx = _mm(da, Wx.T)
+    dprev_h = _mm(da, Wh.T)
+    return (dx, dprev_h, dprev_c) + _split_weight_grads(_mm(z.T, da), Wx.shape[0], Wh.shape[0])
 
 
 def lstm_forward(x, h0, Wx, Wh, b):
@@ -182,7 +183,7 @@ def lstm_forward(x, h0, Wx, Wh, b):
     z[:, :, :D] = x
     z[:, 0, D:-1] = h0
     z[:, :, -1] = 1
-    gates = (z[:, :, :D].reshape(N * T, D) @ Wx).reshape(N, T, 4 * H)   # one GEMM for all t
+    gates = _mm(z[:, :, :D].reshape(N * T, D), Wx).reshape(N, T, 4 * H)   # one GEMM for all t
     c, tanh_c, h = (np.empty((N, T, H), dtype=dtype) for _ in range(3))
     _k.lstm_forward(gates, z, _c(b), Wh, c, tanh_c, h, np.empty((N, 4 * H), dtype=dtype))
     return h, (z, gates, c, tanh_c, Wx, Wh)
@@ -198,8 +199,8 @@ def lstm_backward(dh, cache):
     _k.lstm_backward(_c(dh), gates, c, tanh_c, Wh, da, dh0_T,
                      np.empty((N, H), dtype=dh.dtype), np.zeros((N, H), dtype=dh.dtype))
     da2 = da.reshape(N * T, 4 * H)
-    dx = (da2 @ Wx.T).reshape(N, T, D)                 # all timesteps: one GEMM
-    dW = z.reshape(N * T, -1).T @ da2                  # dWx, dWh, db: one GEMM
+    dx = _mm(da2, Wx.T).reshape(N, T, D)               # all timesteps: one GEMM
+    dW = _mm(z.reshape(N * T, -1).T, da2)                 # dWx, dWh, db: one GEMM
     return (dx, dh0_T.T) + _split_weight_grads(dW, D, H)
 
 
@@ -208,7 +209,7 @@ def lstm_backward(dh, cache):
 def temporal_affine_forward(x, w, b):
     """x (N, T, D), w (D, M), b (M,) -> out (N, T, M)."""
     N, T, D = x.shape
-    out = x.reshape(N * T, D) @ w
+    out = _mm(x.reshape(N * T, D), w)
     out += b
     return out.reshape(N, T, w.shape[1]), (x, w)
 
@@ -218,7 +219,8 @@ def temporal_affine_backward(dout, cache):
     x, w = cache
     N, T, D = x.shape
     dout2 = dout.reshape(N * T, w.shape[1])
-    return (dout2 @ w.T).reshape(N, T, D), x.reshape(N * T, D).T @ dout2, dout2.sum(axis=0)
+    return (_mm(dout2, w.T).reshape(N, T, D), _mm(x.reshape(N * T, D).T, dout2),
+            dout2.sum(axis=0))
 
 
 def temporal_softmax_loss(x, y, mask, verbose=False):

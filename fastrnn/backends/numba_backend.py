@@ -23,6 +23,7 @@ signature). Small work runs on serial twins of the kernels (see ``_kernel``).
 import numpy as np
 
 from fastrnn import threads
+from fastrnn.gemm import mm as _mm   # a @ b through the default GEMM provider
 from fastrnn.backends import _numba_kernels as _k
 from fastrnn.backends.numpy_backend import (  # noqa: F401  (BLAS-only: nothing to fuse)
     affine_backward,
@@ -53,7 +54,7 @@ def _kernel(name, elements):
 def rnn_step_forward(x, prev_h, Wx, Wh, b):
     """x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H)."""
     next_h = np.empty((x.shape[0], Wx.shape[1]), dtype=x.dtype)
-    _kernel("rnn_cell_forward", next_h.size)(x @ Wx, prev_h @ Wh, _c(b), next_h)
+    _kernel("rnn_cell_forward", next_h.size)(_mm(x, Wx), _mm(prev_h, Wh), _c(b), next_h)
     return next_h, (x, prev_h, Wx, Wh, next_h)
 
 
@@ -62,7 +63,7 @@ def rnn_step_backward(dnext_h, cache):
     x, prev_h, Wx, Wh, next_h = cache
     da = np.empty_like(next_h)
     _kernel("rnn_cell_backward", da.size)(_c(dnext_h), next_h, da)
-    return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+    return _mm(da, Wx.T), _mm(da, Wh.T), _mm(x.T, da), _mm(prev_h.T, da), da.sum(axis=0)
 
 
 def rnn_forward(x, h0, Wx, Wh, b):
@@ -70,14 +71,14 @@ def rnn_forward(x, h0, Wx, Wh, b):
     N, T, D = x.shape
     H = h0.shape[1]
     xs = _c(x.transpose(1, 0, 2))                       # (T, N, D)
-    xw = (xs.reshape(T * N, D) @ Wx).reshape(T, N, H)   # every step's x @ Wx at once
+    xw = _mm(xs.reshape(T * N, D), Wx).reshape(T, N, H)   # every step's x @ Wx at once
     hs = np.empty((T + 1, N, H), dtype=h0.dtype)        # hs[t] is the state entering step t
     hs[0] = h0
     Wh, b = _c(Wh), _c(b)
     hw = np.empty((N, H), dtype=h0.dtype)
     cell = _kernel("rnn_cell_forward", hw.size)
     for t in range(T):
-        np.matmul(hs[t], Wh, out=hw)
+        _mm(hs[t], Wh, hw)
         cell(xw[t], hw, b, hs[t + 1])
     return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, Wx, Wh)
 
@@ -95,7 +96,7 @@ def rnn_backward(dh, cache):
     for t in reversed(range(T)):
         np.add(dhs[t], dprev_h, out=dnext_h)
         cell(dnext_h, hs[t + 1], da[t])
-        np.matmul(da[t], Wh.T, out=dprev_h)
+        _mm(da[t], Wh.T, dprev_h)
     return _weight_grads(xs, hs, da, Wx, dprev_h)
 
 
@@ -108,9 +109,9 @@ def _weight_grads(xs, hs, da, Wx, dh0):
     T, N, D = xs.shape
     H, G = hs.shape[2], da.shape[2]
     da2 = da.reshape(T * N, G)
-    dx = _c((da2 @ Wx.T).reshape(T, N, D).transpose(1, 0, 2))
-    dWx = xs.reshape(T * N, D).T @ da2
-    dWh = hs[:-1].reshape(T * N, H).T @ da2
+    dx = _c(_mm(da2, Wx.T).reshape(T, N, D).transpose(1, 0, 2))
+    dWx = _mm(xs.reshape(T * N, D).T, da2)
+    dWh = _mm(hs[:-1].reshape(T * N, H).T, da2)
     return dx, dh0, dWx, dWh, da2.sum(axis=0)
 
 
@@ -133,10 +134,11 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     The cache holds the gate activations (N, 4H) and next_c; the backward
     recomputes tanh(next_c), which is cheaper than storing it.
     """
-    gates = x @ Wx                 # becomes the activations in place
+    gates = _mm(x, Wx)             # becomes the activations in place
     prev_c = _c(prev_c)
     next_c, next_h = np.empty_like(prev_c), np.empty_like(prev_c)
-    _kernel("lstm_cell_forward", gates.size)(gates, prev_h @ Wh, _c(b), prev_c, next_c, next_h)
+    _kernel("lstm_cell_forward", gates.size)(gates, _mm(prev_h, Wh), _c(b), prev_c, next_c,
+                                             next_h)
     return next_h, next_c, (x, prev_h, prev_c, Wx, Wh, gates, next_c)
 
 
@@ -147,7 +149,8 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     dprev_c = np.empty_like(prev_c)
     _kernel("lstm_gates_backward", da.size)(gates, prev_c, next_c, _c(dnext_h), _c(dnext_c),
                                             da, dprev_c)
-    return da @ Wx.T, da @ Wh.T, dprev_c, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+    return (_mm(da, Wx.T), _mm(da, Wh.T), dprev_c, _mm(x.T, da), _mm(prev_h.T, da),
+            da.sum(axis=0))
 
 
 def lstm_forward(x, h0, Wx, Wh, b):
@@ -155,7 +158,7 @@ def lstm_forward(x, h0, Wx, Wh, b):
     N, T, D = x.shape
     H = h0.shape[1]
     xs = _c(x.transpose(1, 0, 2))                           # (T, N, D)
-    gates = (xs.reshape(T * N, D) @ Wx).reshape(T, N, 4 * H)  # x @ Wx, then activations
+    gates = _mm(xs.reshape(T * N, D), Wx).reshape(T, N, 4 * H)  # x @ Wx, then activations
     hs = np.empty((T + 1, N, H), dtype=h0.dtype)            # hs[t], cs[t] enter step t
     cs = np.empty((T + 1, N, H), dtype=h0.dtype)
     hs[0] = h0
@@ -164,7 +167,7 @@ def lstm_forward(x, h0, Wx, Wh, b):
     hw = np.empty((N, 4 * H), dtype=h0.dtype)
     cell = _kernel("lstm_cell_forward", hw.size)
     for t in range(T):
-        np.matmul(hs[t], Wh, out=hw)
+        _mm(hs[t], Wh, hw)
         cell(gates[t], hw, b, cs[t], cs[t + 1], hs[t + 1])
     return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, cs, gates, Wx, Wh)
 
@@ -184,7 +187,7 @@ def lstm_backward(dh, cache):
         np.add(dhs[t], dprev_h, out=dnext_h)
         cell(gates[t], cs[t], cs[t + 1], dnext_h, dnext_c, da[t], dprev_c)
         dnext_c, dprev_c = dprev_c, dnext_c
-        np.matmul(da[t], Wh.T, out=dprev_h)
+        _mm(da[t], Wh.T, dprev_h)
     return _weight_grads(xs, hs, da, Wx, dprev_h)
 
 
