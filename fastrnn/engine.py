@@ -20,8 +20,9 @@ out for speed instead of readability:
 - **Vocabulary only where it counts.** Scores, softmax and their gradient are
   computed for the unmasked positions only.
 - **Fused elementwise kernels** from the active backend (``lstm_gates_forward``,
-  ``lstm_gates_backward``, ``softmax_cross_entropy_rows``), and preallocated
-  workspaces reused across calls: no temporaries inside the time loop.
+  ``lstm_gates_backward``, ``softmax_cross_entropy_rows``, ``scatter_add_rows``),
+  and preallocated workspaces reused across calls: no temporaries inside the
+  time loop.
 
 G is the width of the gate block: 4H for the LSTM, H for the vanilla RNN.
 Packed row ``offsets[t] + i`` holds sorted row i at step t.
@@ -182,8 +183,8 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     null_idx : int
         The ``<NULL>`` token id.
     cell_type : {'lstm', 'rnn'}
-    kernels : object with ``lstm_gates_forward``, ``lstm_gates_backward`` and
-        ``softmax_cross_entropy_rows`` (a ``fastrnn.backends`` Backend or module);
+    kernels : object with ``lstm_gates_forward``, ``lstm_gates_backward``,
+        ``softmax_cross_entropy_rows`` and ``scatter_add_rows`` (a ``fastrnn.backends`` Backend or module);
         default: the active backend.
     gemm : {'auto', 'numpy', 'torch', 'onednn'}, optional
         Who computes the matrix products (``fastrnn.gemm``). Default: the default
@@ -233,7 +234,7 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     with clock("backward: recurrence"):
         dh0 = _backward(plan, p, ws, cell, gemm)
     with clock("weight gradients"):
-        grads.update(_weight_grads(plan, p, ws, features, dh0, gemm, clock))
+        grads.update(_weight_grads(plan, p, ws, features, dh0, gemm, kernels, clock))
     return dtype.type(loss), grads
 
 
@@ -362,12 +363,13 @@ def _backward(plan, p, ws, cell, gemm):
     return dh0
 
 
-def _weight_grads(plan, p, ws, features, dh0, gemm, clock):
+def _weight_grads(plan, p, ws, features, dh0, gemm, kernels, clock):
     """The products left after the backward loop, one per weight."""
     R = plan.rows
     dgates = ws.dgates[:R]
     with clock("weight gradients: token sums"):
-        S = _sum_rows_per_token(plan.tokens, dgates, p["W_embed"].shape[0])
+        S = np.zeros((p["W_embed"].shape[0], dgates.shape[1]), dtype=dgates.dtype)
+        kernels.scatter_add_rows(plan.tokens, dgates, S)
     return {
         "Wh": gemm.mm(ws.prev_h[:R].T, dgates),
         "Wx": gemm.mm(p["W_embed"].T, S),
@@ -376,25 +378,3 @@ def _weight_grads(plan, p, ws, features, dh0, gemm, clock):
         "W_proj": gemm.mm(features.T, dh0),
         "b_proj": dh0.sum(axis=0),
     }
-
-
-def _sum_rows_per_token(tokens, rows, V):
-    """S (V, G) with S[v] = sum of rows[r] over every r with tokens[r] == v.
-
-    Sorting the row ids by token turns the scatter into one contiguous segment
-    per distinct token; each segment is one vectorised column sum, which is far
-    faster than ``np.add.at`` on rows.
-    """
-    S = np.zeros((V, rows.shape[1]), dtype=rows.dtype)
-    order = np.argsort(tokens, kind="stable")
-    sorted_tokens = tokens[order]
-    starts = np.flatnonzero(np.r_[True, sorted_tokens[1:] != sorted_tokens[:-1]]) \
-        if len(tokens) else np.zeros(0, dtype=np.intp)
-    ends = np.r_[starts[1:], len(tokens)]
-    for s, e in zip(starts, ends):
-        segment = order[s:e]
-        if e - s == 1:
-            S[sorted_tokens[s]] = rows[segment[0]]
-        else:
-            np.sum(rows[segment], axis=0, out=S[sorted_tokens[s]])
-    return S

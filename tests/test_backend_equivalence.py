@@ -260,6 +260,8 @@ def _kernel_args(name, i, n, H, R, V):
                 np.empty((n, 4 * H), i.dtype), np.empty((n, H), i.dtype)], (5, 6)
     if name == "softmax_cross_entropy_rows":
         return [3 * i.floats(R, V), i.tokens(V, R), 0.25], (0,)
+    if name == "scatter_add_rows":   # few distinct tokens among 3n rows: repeats accumulate
+        return [i.tokens(min(V, 3), 3 * n), i.floats(3 * n, 4 * H), i.floats(V, 4 * H)], (2,)
     raise AssertionError(name)
 
 

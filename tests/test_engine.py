@@ -306,3 +306,16 @@ def test_default_gemm_needs_no_pytorch(monkeypatch):
                 gemm_module.gemm_provider(name)
     finally:
         gemm_module.clear_cache()
+
+
+@pytest.mark.parametrize("R, V", [(0, 5), (1, 1), (40, 3), (257, 1004)])
+def test_scatter_add_rows_equals_add_at(R, V):
+    """The reference kernel against np.add.at; repeated tokens must accumulate, onto
+    what ``out`` already holds."""
+    rng = np.random.default_rng(R)
+    tokens, rows = rng.integers(0, V, R), rng.standard_normal((R, 6))
+    out = rng.standard_normal((V, 6))
+    want = out.copy()
+    np.add.at(want, tokens, rows)
+    load_backend("numpy").scatter_add_rows(tokens, rows, out)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)

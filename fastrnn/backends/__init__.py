@@ -27,7 +27,8 @@ API = (
 
 # In-place kernels used by the fused training path (fastrnn.engine); their
 # contract is documented on the reference versions in numpy_backend.
-KERNELS = ("lstm_gates_forward", "lstm_gates_backward", "softmax_cross_entropy_rows")
+KERNELS = ("lstm_gates_forward", "lstm_gates_backward", "softmax_cross_entropy_rows",
+           "scatter_add_rows")
 
 # In-place optimizer kernels used by fastrnn.optim.adam_in_place (the solver's Adam);
 # their contract is documented on the reference versions in numpy_backend.
