@@ -4,6 +4,11 @@
     python benchmarks/compare_backends.py --repeats 9 --skip-full
     python benchmarks/compare_backends.py --only softmax
 
+The compiled backends compute their products through fastrnn's default GEMM
+provider (``auto``: oneDNN for large float32 products when PyTorch is installed);
+``FASTRNN_GEMM=numpy python benchmarks/compare_backends.py`` measures them with
+NumPy's BLAS, as the reference uses, so that only the fused elementwise work differs.
+
 Each case runs every backend once per repeat, in rotating order, and reports the
 median; the ratio is that median over NumPy's median (< 1 is faster). The machine
 may be shared: the spread column shows how noisy each median is.
@@ -122,8 +127,13 @@ def main(argv=None):
                      f"{fastrnn.available_backends()}")
 
     from fastrnn.backends import cython_backend
+    from fastrnn.gemm import default_provider, gemm_provider
+    provider = default_provider()
     print(f"fastrnn {fastrnn.__version__}, numpy {np.__version__}, {os.cpu_count()} cores, "
-          f"cython kernels build: {cython_backend.KERNELS_BUILD}")
+          f"cython kernels build: {cython_backend.KERNELS_BUILD}; compiled backends' GEMM "
+          f"provider: {provider} (large products via {gemm_provider(provider).uses}; "
+          f"FASTRNN_GEMM=numpy for NumPy's BLAS); OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     rows = []
     for case in CASES:
         if (args.skip_full and "N=1024" in case[0]) or args.only not in case[0]:

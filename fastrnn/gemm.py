@@ -55,6 +55,7 @@ AUTO_MIN_FLOP = 1 << 25
 class NumpyGemm:
     """Matrix products through NumPy's BLAS (OpenBLAS in the numpy wheels)."""
     name = "numpy"
+    uses = "numpy"
 
     def mm(self, a, b, out=None):
         return np.matmul(a, b, out=out)
@@ -68,6 +69,7 @@ class NumpyGemm:
 class TorchGemm:
     """Matrix products through PyTorch's BLAS (``torch.mm``) on zero-copy views."""
     name = "torch"
+    uses = "torch"
 
     def __init__(self):
         import torch  # optional: only this provider needs it
@@ -96,6 +98,7 @@ class OneDnnGemm:
     (oneDNN's binary-add post-op) and copies the sum back.
     """
     name = "onednn"
+    uses = "onednn"
 
     def __init__(self):
         import torch  # optional: only this provider needs it
