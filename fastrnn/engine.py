@@ -114,7 +114,7 @@ class Workspace:
         self.dh = e(R, H)          # gradient of self.h
         self.picked = e(R, H)      # rows of h with a loss (only used with holes in the mask)
         self.scores = e(R, V)      # vocabulary scores, then their gradient
-        self.row_g = e(N, G)       # one step's gathered table rows
+        self.row_g = e(N, G)       # one step's recurrent product (when the provider takes scratch)
         self.row_h = e(N, H)       # one step's dprev_h before it is accumulated
         self.zeros_h = np.zeros((N, H), dtype=dtype)  # c0
         self.dc = (e(N, H), e(N, H))                   # dnext_c / dprev_c, swapped each step
@@ -184,8 +184,8 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
         The ``<NULL>`` token id.
     cell_type : {'lstm', 'rnn'}
     kernels : object with ``lstm_gates_forward``, ``lstm_gates_backward``,
-        ``softmax_cross_entropy_rows`` and ``scatter_add_rows`` (a ``fastrnn.backends`` Backend or module);
-        default: the active backend.
+        ``softmax_cross_entropy_rows`` and ``scatter_add_rows`` (a
+        ``fastrnn.backends`` Backend or module); default: the active backend.
     gemm : {'auto', 'numpy', 'torch', 'onednn'}, optional
         Who computes the matrix products (``fastrnn.gemm``). Default: the default
         provider, 'auto' unless changed, which sends large products to oneDNN inside
@@ -276,11 +276,13 @@ class _LSTM:
     def __init__(self, kernels):
         self.k = kernels
 
-    def forward(self, ws, lo, hi, prev_lo, n):
-        """Step rows [lo, hi) of the packed buffers; prev_lo = packed start of the
-        previous step (None at t = 0, where the cell state enters as zero)."""
+    def forward(self, ws, lo, hi, prev_lo, n, recurrent):
+        """Step rows [lo, hi) of the packed buffers, whose gates hold the input
+        projection; recurrent (n, G) = prev_h @ Wh is added in the kernel's pass.
+        prev_lo = packed start of the previous step (None at t = 0, where the cell
+        state enters as zero)."""
         prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
-        self.k.lstm_gates_forward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.h[lo:hi])
+        self.k.lstm_gates_forward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.h[lo:hi], recurrent)
 
     def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c):
         prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
@@ -292,8 +294,10 @@ class _RNN:
     """Elementwise part of a vanilla-RNN step: h = tanh(a); da = dh * (1 - h^2)."""
     gate_factor = 1
 
-    def forward(self, ws, lo, hi, prev_lo, n):
-        np.tanh(ws.gates[lo:hi], out=ws.h[lo:hi])
+    def forward(self, ws, lo, hi, prev_lo, n, recurrent):
+        a = ws.gates[lo:hi]
+        np.add(a, recurrent, out=a)
+        np.tanh(a, out=ws.h[lo:hi])
 
     def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c):
         h, da = ws.h[lo:hi], ws.dgates[lo:hi]
@@ -314,8 +318,8 @@ def _forward(plan, p, ws, h0, cell, gemm):
         prev = h0[:n] if t == 0 else ws.h[off[t - 1]:off[t - 1] + n]
         ws.prev_h[lo:hi] = prev
         np.take(ws.table, plan.tokens[lo:hi], axis=0, out=ws.gates[lo:hi])
-        gemm.mm_add(ws.prev_h[lo:hi], Wh, ws.gates[lo:hi], ws.row_g[:n])
-        cell.forward(ws, lo, hi, None if t == 0 else off[t - 1], n)
+        recurrent = gemm.product(ws.prev_h[lo:hi], Wh, ws.row_g[:n])
+        cell.forward(ws, lo, hi, None if t == 0 else off[t - 1], n, recurrent)
 
 
 def _vocabulary(plan, p, ws, kernels, gemm, N):

@@ -29,11 +29,13 @@ The provider used when none is named (by the fused engine and by the compiled
 backends' layer functions) is ``auto``, or ``$FASTRNN_GEMM``, or what
 ``set_default_provider(name)`` chose last; ``mm(a, b)`` here computes through it.
 
-A provider has two methods:
+A provider has three methods:
 
 - ``mm(a, b, out=None)``: ``a @ b`` (into ``out`` when given), returns the result;
 - ``mm_add(a, b, out, scratch)``: ``out += a @ b``; ``scratch`` is a buffer of
-  ``out``'s shape that a provider may use for the product.
+  ``out``'s shape that a provider may use for the product;
+- ``product(a, b, scratch)``: ``a @ b`` in ``scratch`` or in a fresh array,
+  whichever the provider makes without a copy; returns it.
 """
 import os
 import threading
@@ -65,6 +67,9 @@ class NumpyGemm:
         np.matmul(a, b, out=scratch)
         np.add(out, scratch, out=out)
 
+    def product(self, a, b, scratch):
+        return np.matmul(a, b, out=scratch)
+
 
 class TorchGemm:
     """Matrix products through PyTorch's BLAS (``torch.mm``) on zero-copy views."""
@@ -87,6 +92,9 @@ class TorchGemm:
 
     def mm_add(self, a, b, out, scratch):
         self.torch.from_numpy(out).addmm_(self.torch.from_numpy(a), self.torch.from_numpy(b))
+
+    def product(self, a, b, scratch):
+        return self.mm(a, b, out=scratch)
 
 
 class OneDnnGemm:
@@ -125,6 +133,10 @@ class OneDnnGemm:
             return
         t = self.torch.from_numpy
         out[...] = self.op.binary(t(a), t(out), t(b).T, None, "add").numpy()
+
+    def product(self, a, b, scratch):
+        # oneDNN writes a fresh array: returning it saves the copy into scratch.
+        return self.mm(a, b) if self._serves(a, b) else np.matmul(a, b, out=scratch)
 
     @staticmethod
     def _serves(a, b):
@@ -165,6 +177,9 @@ class AutoGemm:
 
     def mm_add(self, a, b, out, scratch):
         self._pick(a, b).mm_add(a, b, out, scratch)
+
+    def product(self, a, b, scratch):
+        return self._pick(a, b).product(a, b, scratch)
 
     @property
     def uses(self):

@@ -287,6 +287,22 @@ def test_kernels_match_reference(backend, name, n, H, dtype):
 
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("n, H", [(1, 1), (7, 13)])
+def test_lstm_gates_forward_adds_the_addend(backend, dtype, n, H):
+    """lstm_gates_forward(a, ..., addend) is lstm_gates_forward(a + addend, ...)."""
+    args, written = _kernel_args("lstm_gates_forward", Inputs(5, dtype, "C"), n, H, R=n, V=0)
+    addend = Inputs(6, dtype, "C").floats(n, 4 * H)
+    ref_args = [a.copy() for a in args]
+    ref_args[0] += addend
+    got_args = [a.copy() for a in args]
+    load_backend(REFERENCE).lstm_gates_forward(*ref_args)
+    load_backend(backend).lstm_gates_forward(*got_args, addend)
+    for k in written:
+        assert_close(got_args[k], ref_args[k], f"lstm_gates_forward argument {k}")
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_lstm_gates_backward_may_update_dc_in_place(backend, dtype):
     """dprev_c may be dnext_c itself, as in the reference (which reads before it writes)."""
     args, _ = _kernel_args("lstm_gates_backward", Inputs(4, dtype, "C"), 6, 13, R=0, V=0)

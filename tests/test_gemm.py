@@ -51,6 +51,11 @@ def test_products_equal_numpy(name, dtype, layout, shape):
     assert provider.mm(a, b, out=out) is out
     assert np.abs(out - want).max() <= _tol(dtype, k) * scale
 
+    scratch = np.full((m, n), np.nan, dtype=dtype)
+    product = provider.product(a, b, scratch)
+    assert product.shape == (m, n) and product.dtype == dtype
+    assert np.abs(product - want).max() <= _tol(dtype, k) * scale
+
     acc = rng.standard_normal((m, n)).astype(dtype)
     expected = acc.astype(np.float64) + want
     provider.mm_add(a, b, acc, np.empty_like(acc))

@@ -247,13 +247,15 @@ def _rows_ok(*arrays):
     return all(a.ndim == 2 and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) for a in arrays)
 
 
-def lstm_gates_forward(a, prev_c, next_c, next_h):
-    """In place: a (n, 4H) pre-activations -> gate activations; next_c, next_h (n, H) written.
-    Same contract as numpy_backend.lstm_gates_forward."""
+def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
+    """In place: a (n, 4H) pre-activations (+ addend (n, 4H), added inside the same pass)
+    -> gate activations; next_c, next_h (n, H) written. Same contract as
+    numpy_backend.lstm_gates_forward."""
     if not (_rows_ok(a, prev_c) and next_c.flags.c_contiguous and next_h.flags.c_contiguous):
         from fastrnn.backends import numpy_backend
-        return numpy_backend.lstm_gates_forward(a, prev_c, next_c, next_h)
-    _k.lstm_cell_forward(a, None, None, prev_c, next_c, next_h, None)
+        return numpy_backend.lstm_gates_forward(a, prev_c, next_c, next_h, addend)
+    _k.lstm_cell_forward(a, None if addend is None else _c(addend), None, prev_c, next_c,
+                         next_h, None)
 
 
 def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):

@@ -217,8 +217,11 @@ def _tokens(y):
 # ------------------------------------------------------- engine kernels (KERNELS)
 # The in-place contracts documented in numpy_backend.
 
-def lstm_gates_forward(a, prev_c, next_c, next_h):
-    """a (n, 4H) pre-activations -> gate activations in place; next_c, next_h (n, H) written."""
+def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
+    """a (n, 4H) pre-activations (+ addend (n, 4H) if given) -> gate activations in place;
+    next_c, next_h (n, H) written."""
+    if addend is not None:
+        np.add(a, addend, out=a)
     _kernel("lstm_gates_forward", a.size)(a, prev_c, next_c, next_h)
 
 

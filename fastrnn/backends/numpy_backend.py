@@ -208,13 +208,18 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
 # In-place building blocks for fastrnn's fused training path. Compiled backends
 # override them with one fused pass; these are their readable definitions.
 
-def lstm_gates_forward(a, prev_c, next_c, next_h):
+def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
     """Finish one LSTM step in place.
 
-    a (n, 4H): on entry the pre-activations x@Wx + prev_h@Wh + b; on exit the
-    gate activations [sigmoid(i), sigmoid(f), sigmoid(o), tanh(g)].
-    prev_c (n, H) in; next_c, next_h (n, H) written.
+    a (n, 4H): on entry the pre-activations x@Wx + prev_h@Wh + b (minus
+    ``addend`` when one is given); on exit the gate activations
+    [sigmoid(i), sigmoid(f), sigmoid(o), tanh(g)].
+    prev_c (n, H) in; next_c, next_h (n, H) written; addend (n, 4H) or None,
+    added to a first (the fused path passes the recurrent product here, so it is
+    never copied into a).
     """
+    if addend is not None:
+        a += addend
     H = prev_c.shape[1]
     a[:, :3 * H] = sigmoid(a[:, :3 * H])
     a[:, 3 * H:] = np.tanh(a[:, 3 * H:])
