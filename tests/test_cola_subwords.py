@@ -130,6 +130,10 @@ def test_single_model_checkpoint_with_subwords_loads(cola_dir, tmp_path, capsys)
     (["--subwords", "3"], "--subwords must be 'off' or MIN-MAX"),
     (["--subwords", "5-3"], "1 <= MIN <= MAX"),
     (["--ensemble", "0"], "--ensemble must be >= 1"),
+    (["--bucket", "-1"], "--bucket must be >= 0"),
+    (["--mask-prob", "1.5"], "--mask-prob must be in (0, 1)"),
+    (["--subwords", "3-5", "--subword-min-count", "0", "--n-train", "100"],
+     "min_count must be >= 1"),
 ])
 def test_bad_subword_and_ensemble_flags_are_rejected(cola_dir, capsys, flags, words):
     assert cli.main(["--data", str(cola_dir), "--no-progress"] + flags) == 2
