@@ -5,23 +5,32 @@ FLOPs at the full-scale shape), and the libraries that can do them differ a lot
 on a given CPU. Measured on this project's 2-core AMD EPYC (AVX-512) machine,
 float32, m x k x n = 1024 x 2048 x 8192 (``python benchmarks/compare_gemm.py``):
 
-==========  ===============================================  =============
-provider    what it calls                                    GFLOP/s
-==========  ===============================================  =============
-``numpy``   ``np.matmul``: OpenBLAS in the numpy wheels;      ~250 (with the
-            it honours ``OPENBLAS_CORETYPE`` (this machine    machine's
-            sets ``Haswell``, i.e. AVX2 kernels)              Haswell pin)
-``torch``   ``torch.mm`` on zero-copy views: Intel MKL in     ~190
-            the CPU wheel, which takes slow paths on AMD
-``onednn``  oneDNN's JIT matmul inside PyTorch                ~420-470
+==========  ============================================  ================
+provider    what it calls                                 GFLOP/s
+==========  ============================================  ================
+``numpy``   ``np.matmul``: OpenBLAS in the numpy wheels,  ~240 with the
+            which honours ``OPENBLAS_CORETYPE`` (this     machine's Haswell
+            machine sets ``Haswell``: AVX2 kernels)       pin; ~440 without
+``torch``   ``torch.mm`` on zero-copy views: Intel MKL    ~155-190
+            in the CPU wheel, slow paths on AMD
+``onednn``  oneDNN's JIT matmul inside PyTorch            ~400-440
             (``torch.ops.mkldnn._linear_pointwise``)
-==========  ===============================================  =============
+==========  ============================================  ================
 
 ``onednn`` computes float32 products only and hands other dtypes to NumPy.
 ``auto`` (the default of the fast paths) uses ``onednn`` for products of at
-least ``AUTO_MIN_FLOP`` multiply-adds when PyTorch is importable and its oneDNN
-op passes a self-check, and ``numpy`` for everything else (small products,
-where a call into PyTorch costs more than it saves, or no PyTorch).
+least ``AUTO_MIN_FLOP`` multiply-adds when all of these hold, and ``numpy``
+for everything else:
+
+- PyTorch is importable and its oneDNN op passes a self-check;
+- NumPy's BLAS is OpenBLAS running kernels narrower than the CPU's: AVX2 (or
+  older) kernels on a CPU with AVX-512, as when ``OPENBLAS_CORETYPE=Haswell``
+  pins them. With its AVX-512 kernels OpenBLAS beat oneDNN here (436-474
+  against 255-374 GFLOP/s, ``env -u OPENBLAS_CORETYPE python
+  benchmarks/compare_gemm.py``), so then ``auto`` keeps NumPy.
+
+The rule is read off the machine, not timed, so a given machine and
+environment always make the same choice (and the same float rounding).
 All providers give the same products up to float rounding; the fast paths'
 tests run against each one.
 
@@ -160,11 +169,12 @@ class OneDnnGemm:
 
 
 class AutoGemm:
-    """oneDNN for large products when available, NumPy for everything else."""
+    """oneDNN for large products when it is available and chosen (see the module
+    docstring), NumPy for everything else."""
     name = "auto"
 
     def __init__(self, fast):
-        self.fast = fast          # OneDnnGemm, or None without a working PyTorch
+        self.fast = fast          # OneDnnGemm, or None (no PyTorch, or NumPy's BLAS is as good)
         self.numpy = NumpyGemm()
 
     def _pick(self, a, b):
@@ -236,10 +246,38 @@ def gemm_provider(name=None):
         return _cache[name]
 
 
+_AVX512_OPENBLAS_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def _cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:      # not Linux: no claim
+        return False
+
+
+def _openblas_cores():
+    """The kernel sets ('architecture') of the OpenBLAS libraries loaded in this process."""
+    from threadpoolctl import threadpool_info
+    return [str(i.get("architecture") or "").lower() for i in threadpool_info()
+            if i.get("internal_api") == "openblas"]
+
+
+def numpy_blas_is_narrow():
+    """True when NumPy's BLAS is OpenBLAS running kernels narrower than this CPU's:
+    no AVX-512 kernels on a CPU that has AVX-512 (``auto``'s reason to use oneDNN)."""
+    cores = _openblas_cores()
+    return bool(cores) and _cpu_has_avx512() and not any(c in _AVX512_OPENBLAS_CORES
+                                                         for c in cores)
+
+
 def _make(name):
     if name == "numpy":
         return NumpyGemm()
     if name == "auto":
+        if not numpy_blas_is_narrow():
+            return AutoGemm(None)
         try:
             return AutoGemm(_make("onednn"))
         except ImportError:

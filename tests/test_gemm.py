@@ -73,8 +73,8 @@ def test_empty_products(name):
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch")
-def test_auto_routes_big_float32_products_to_onednn(monkeypatch):
-    auto = gemm_provider("auto")
+def test_auto_routes_big_products_to_its_fast_provider(monkeypatch):
+    auto = gemm.AutoGemm(gemm.OneDnnGemm())
     assert auto.uses == "onednn"
     calls = []
     monkeypatch.setattr(auto.fast, "mm", lambda a, b, out=None: calls.append(a.shape) or out)
@@ -126,3 +126,29 @@ def test_default_provider_follows_setter_and_environment(monkeypatch):
     monkeypatch.setenv(gemm.ENV, "fast")
     with pytest.raises(ValueError, match="FASTRNN_GEMM='fast' must be one of"):
         gemm.default_provider()
+
+
+@pytest.mark.parametrize("cores, avx512, narrow", [
+    (["haswell"], True, True),        # the machine's pin on an AVX-512 CPU: oneDNN
+    (["skylakex"], True, False),      # OpenBLAS's own AVX-512 kernels: NumPy
+    (["haswell"], False, False),      # a CPU without AVX-512: NumPy
+    ([], True, False),                # NumPy's BLAS is not OpenBLAS (MKL, Accelerate): NumPy
+])
+def test_auto_chooses_onednn_only_for_narrow_openblas(monkeypatch, cores, avx512, narrow):
+    monkeypatch.setattr(gemm, "_openblas_cores", lambda: cores)
+    monkeypatch.setattr(gemm, "_cpu_has_avx512", lambda: avx512)
+    assert gemm.numpy_blas_is_narrow() is narrow
+    gemm.clear_cache()
+    try:
+        expected = "onednn" if narrow and HAVE_TORCH else "numpy"
+        assert gemm_provider("auto").uses == expected
+    finally:
+        gemm.clear_cache()
+
+
+def test_openblas_cores_are_read_from_this_process():
+    cores = gemm._openblas_cores()
+    assert all(isinstance(c, str) for c in cores)
+    info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    if "openblas" in str(info.get("name", "")).lower():
+        assert cores, "numpy links OpenBLAS, but threadpoolctl did not report it"
