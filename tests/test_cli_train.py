@@ -117,3 +117,24 @@ def test_help_documents_every_flag(command, capsys):
             assert flag in text
         if action.option_strings and action.dest != "help":
             assert action.help, action.dest
+
+
+def test_gemm_flag_chooses_the_provider(tiny, tmp_path, capsys):
+    import fastrnn
+    from fastrnn import gemm
+    compiled = [b for b in fastrnn.available_backends() if b != "numpy"]
+    if not compiled:
+        pytest.skip("the GEMM provider serves the compiled backends' fused path")
+    try:
+        status = train.main(["--data", str(tiny), "--num-epochs", "1", "--out",
+                             str(tmp_path / "out"), "--gemm", "numpy", "--backend", compiled[0],
+                             "--eval-samples", "0", *FAST[:6], "--no-progress"])
+        assert status == 0
+        assert "GEMM provider numpy (large products via numpy)" in capsys.readouterr().out
+        metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+        assert metrics["gemm"] == "numpy"
+    finally:
+        gemm.set_default_provider(None)
+    with pytest.raises(SystemExit):
+        train.main(["--gemm", "blis"])
+    assert "invalid choice: 'blis'" in capsys.readouterr().err

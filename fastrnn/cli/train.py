@@ -18,12 +18,13 @@ import time
 import numpy as np
 
 import fastrnn
-from fastrnn import checkpoint, metrics
+from fastrnn import checkpoint, gemm, metrics
 from fastrnn.cli.evaluate import (CliError, check_compatible, evaluate, load_data,
                                   print_samples, print_scores, read_oracle, resolve_data_dir,
                                   sample_captions, setup_compute)
 from fastrnn.distributed import (DistributedContext, DistributedError, distributed_solver,
                                  launched_by_torchrun)
+from fastrnn.gemm import GEMM_PROVIDERS
 from fastrnn.model import CaptioningRNN
 from fastrnn.optim import RULES
 from fastrnn.solver import CaptioningSolver, TrainingDiverged
@@ -110,6 +111,11 @@ def build_parser():
                           "search (default: 1)")
     run.add_argument("--backend", choices=fastrnn.available_backends(),
                      help="compute backend (default: $FASTRNN_BACKEND, else the fastest available)")
+    run.add_argument("--gemm", choices=GEMM_PROVIDERS,
+                     help="who computes the matrix products of the fast path (fastrnn.gemm): auto "
+                          "sends large products to oneDNN inside PyTorch when NumPy's OpenBLAS "
+                          "runs narrower kernels than the CPU has, else NumPy's BLAS (default: "
+                          "$FASTRNN_GEMM, else auto)")
     run.add_argument("--threads", type=int, metavar="N",
                      help="threads for the compiled kernels and BLAS (default: all cores)")
     run.add_argument("--out", metavar="DIR",
@@ -177,6 +183,11 @@ def run(args):
             local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size))
             args.threads = max(1, (os.cpu_count() or 1) // local_ranks)
     backend, threads = setup_compute(args.backend, args.threads)
+    if args.gemm is not None:
+        try:
+            gemm.set_default_provider(args.gemm)
+        except ImportError as err:
+            raise CliError(f"--gemm {args.gemm}: {err}") from None
 
     data_arg = args.data if args.data is not None else saved_run.get("data")
     raw_features = args.raw_features or saved_run.get("raw_features", False)
@@ -279,7 +290,15 @@ def _print_plan(solver, data_dir, backend, threads, out):
           f"(x{solver.lr_decay:g} per epoch), batch {solver.batch_size}, {solver.num_epochs} "
           f"epochs of {solver.iterations_per_epoch} iterations")
     print(f"{PROG}: backend {backend} (available: {', '.join(fastrnn.available_backends())}), "
-          f"threads {threads}; writing to {os.path.abspath(out)}")
+          f"threads {threads}{_gemm_label(backend)}; writing to {os.path.abspath(out)}")
+
+
+def _gemm_label(backend):
+    """', GEMM provider ...' for the fused path (the reference path multiplies in NumPy)."""
+    if backend == "numpy":
+        return ""
+    name = gemm.default_provider()
+    return f", GEMM provider {name} (large products via {gemm.gemm_provider(name).uses})"
 
 
 def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads, train_seconds,
@@ -292,7 +311,8 @@ def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads
               f"{train_seconds:.1f} s on backend {backend}: {s_per_it:.4f} s/iteration "
               f"(median), {np.mean(times):.4f} mean")
     metrics_doc = {
-        "backend": backend, "threads": threads, "data": os.path.abspath(data_dir),
+        "backend": backend, "threads": threads, "gemm": gemm.default_provider(),
+        "data": os.path.abspath(data_dir),
         "model": {k: v for k, v in solver.model.config().items() if k != "word_to_idx"},
         "solver": solver._settings(), "iterations": solver.iteration,
         "num_train": solver.num_train, "train_seconds_this_run": train_seconds,
