@@ -25,7 +25,8 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from fastrnn.data.cola import MAX_LENGTH, N_TRAIN, PAD, UNK, load_cola
+from fastrnn.cola_lm import FEATURE_NAMES, lm_features
+from fastrnn.data.cola import MAX_LENGTH, N_TRAIN, PAD, SPLITS, UNK, load_cola
 from fastrnn.transformer import POOLINGS, ClassificationTransformer, matthews_corrcoef
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -47,6 +48,10 @@ def build_parser():
                       help="seed of the shuffle that splits train.tsv into train / validation")
     data.add_argument("--n-train", type=int, default=N_TRAIN,
                       help="sentences of train.tsv to fit on; the rest is the validation split")
+    data.add_argument("--split", choices=SPLITS, default="random",
+                      help="validation split: a random share of train.tsv, or whole held-out "
+                           "sources (first column) totalling about the same size, which mimics "
+                           "dev's out-of-domain half")
     data.add_argument("--max-train", type=int, default=None,
                       help="use only this many training sentences (quick runs)")
     data.add_argument("--min-count", type=int, default=2,
@@ -59,6 +64,15 @@ def build_parser():
                            "spelling), or 'off'")
     data.add_argument("--subword-min-count", type=int, default=2,
                       help="character n-grams seen in fewer training word tokens are dropped")
+    data.add_argument("--lm-features", action=argparse.BooleanOptionalAction, default=False,
+                      help="add language-model surprisal features of each sentence (Kneser-Ney "
+                           "n-gram LMs fitted on the acceptable and on the unacceptable "
+                           "training sentences: mean/min log-prob, SLOR, their ratio, length, "
+                           "unseen-word share; cross-fitted on train) through a linear term "
+                           "added to the classifier's logit")
+    data.add_argument("--lm-order", type=int, default=3, help="n-gram order of those LMs")
+    data.add_argument("--lm-folds", type=int, default=5,
+                      help="cross-fitting folds for the training sentences' LM features")
 
     model = p.add_argument_group("model")
     model.add_argument("--hidden-dim", type=int, default=128, help="model width H")
@@ -150,9 +164,17 @@ def main(argv=None):
         if not 0 < args.mask_prob < 1:
             raise ValueError(f"--mask-prob must be in (0, 1), got {args.mask_prob}")
         data = load_cola(args.data, max_length=args.max_length, n_train=args.n_train,
-                         split_seed=args.split_seed, min_count=args.min_count,
+                         split_seed=args.split_seed, min_count=args.min_count, split=args.split,
                          max_train=args.max_train, subwords=_parse_subwords(args.subwords),
                          subword_min_count=args.subword_min_count)
+        if args.lm_features:
+            if args.augment:
+                raise ValueError("--augment cannot be combined with --lm-features (the "
+                                 "corrupted copies have no LM features)")
+            if args.lm_order < 1 or args.lm_folds < 2:
+                raise ValueError(f"--lm-order must be >= 1 and --lm-folds >= 2, got "
+                                 f"{args.lm_order} and {args.lm_folds}")
+            attach_lm_features(data, args)
     except (FileNotFoundError, ValueError) as e:
         print(f"fastrnn-cola: error: {e}", file=sys.stderr)
         return 2
@@ -163,6 +185,71 @@ def main(argv=None):
 
 
 # ------------------------------------------------------------------ training
+
+def attach_lm_features(data, args):
+    """Compute the LM features of every split and store them, standardised with
+    the training split's mean and deviation, as ``split.features`` (N, F)."""
+    train, val, test = lm_features(data.train.sentences, data.train.labels,
+                                   [data.val.sentences, data.test.sentences],
+                                   folds=args.lm_folds, order=args.lm_order, seed=args.split_seed)
+    mean, std = train.mean(axis=0), train.std(axis=0) + 1e-6
+    for split, features in ((data.train, train), (data.val, val), (data.test, test)):
+        split.features = (features - mean) / std
+
+
+class WithFeatures(torch.nn.Module):
+    """The Transformer's logit plus a linear function of per-sentence features.
+
+    The same as concatenating the features to the pooled vector before the final
+    linear layer, without touching the SPEC model. The feature weights start at
+    zero, so the untrained model is the Transformer alone; ``fit_features``
+    fits them alone first (a logistic regression) and freezes them.
+    """
+
+    def __init__(self, transformer, num_features):
+        super().__init__()
+        self.transformer = transformer
+        self.word_to_ix = transformer.word_to_ix
+        self.num_features = num_features
+        self.feature_layer = torch.nn.Linear(num_features, 1)
+        torch.nn.init.zeros_(self.feature_layer.weight)
+        torch.nn.init.zeros_(self.feature_layer.bias)
+
+    def logits(self, inputs, pad_mask=None, subwords=None, features=None):
+        """inputs int (N, T), pad_mask bool (N, T), subwords int (N, T, S),
+        features float (N, F) -> (N, 1)."""
+        if features is None or features.shape != (inputs.shape[0], self.num_features):
+            raise ValueError(f"WithFeatures: features must have shape (N, F) = "
+                             f"({inputs.shape[0]}, {self.num_features}), got "
+                             f"{None if features is None else tuple(features.shape)}")
+        return self.transformer.logits(inputs, pad_mask, subwords) + self.feature_layer(features)
+
+    def forward(self, inputs, pad_mask=None, subwords=None, features=None):
+        return torch.sigmoid(self.logits(inputs, pad_mask, subwords, features))
+
+    def fit_features(self, features, labels, l2=1e-3):
+        """Fit the feature term as a logistic regression on its own, then freeze it.
+
+        Trained jointly, the Transformer soon memorises the 7,000 training
+        sentences and the (cross-fitted, hence honest) features lose their weight;
+        frozen, they keep it and the Transformer learns what they leave unexplained.
+        features float (N, F), labels float (N,).
+        """
+        layer = self.feature_layer
+        optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=200)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(layer(features)[:, 0], labels) \
+                + l2 * layer.weight.square().sum()
+            loss.backward()
+            return loss
+        optimizer.step(closure)
+        layer.requires_grad_(False)
+
+    def config(self):
+        return self.transformer.config()
+
 
 def train_and_evaluate(data, args, threshold):
     """Fit, select on validation, score the best checkpoint on test. Returns a dict.
@@ -214,9 +301,11 @@ class MeanEnsemble(torch.nn.Module):
         self.members = torch.nn.ModuleList(members)
         self.word_to_ix = members[0].word_to_ix
 
-    def forward(self, inputs, pad_mask=None, subwords=None):
-        """inputs int (N, T), pad_mask bool (N, T), subwords int (N, T, S) -> (N, 1)."""
-        return torch.stack([m(inputs, pad_mask, subwords) for m in self.members]).mean(dim=0)
+    def forward(self, inputs, pad_mask=None, subwords=None, **extra):
+        """inputs int (N, T), pad_mask bool (N, T), subwords int (N, T, S) -> (N, 1);
+        ``extra`` (features) goes to every member."""
+        return torch.stack([m(inputs, pad_mask, subwords, **extra)
+                            for m in self.members]).mean(dim=0)
 
     def config(self):
         return self.members[0].config()
@@ -242,6 +331,15 @@ def select_ensemble(ensemble, data, args, threshold, fits):
 
 
 def build_model(data, args):
+    model = _transformer(data, args)
+    if data.train.features is not None:
+        model = WithFeatures(model, data.train.features.shape[1])
+        train = _tensors(data.train)
+        model.fit_features(train["features"], train["labels"])
+    return model
+
+
+def _transformer(data, args):
     return ClassificationTransformer(
         data.word_to_ix, hidden_dim=args.hidden_dim, num_heads=args.heads,
         dim_feedforward=args.dim_feedforward, dim_k=args.head_dim, dim_v=args.head_dim,
@@ -278,6 +376,7 @@ def pretrain(model, data, args):
     n-grams; the model learns to predict the hidden words from their context.
     Returns the mean loss of each epoch.
     """
+    model = getattr(model, "transformer", model)  # the LM-feature term plays no part
     head = MaskedTokenHead(model)
     params = list(model.parameters()) + [p for n, p in head.named_parameters()
                                          if not n.startswith("embedding.")]
@@ -325,7 +424,8 @@ def fit_and_select(model, data, args, threshold):
     MCC and decision threshold; fit the per-epoch history and timings.
     """
     batch_rng = np.random.default_rng(args.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = -(-len(data.train) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(args.schedule, args.warmup, steps_per_epoch * args.epochs))
@@ -431,7 +531,8 @@ def train_step(model, optimizer, train, rows, args):
         drop[:, 0] = False  # keep [CLS]
         ids = ids.masked_fill(drop & ~pad_mask, model.word_to_ix[UNK])
     targets = labels * (1 - args.label_smoothing) + 0.5 * args.label_smoothing
-    logits = model.logits(ids, pad_mask if args.mask else None, subwords)[:, 0]
+    extra = {"features": train["features"][rows]} if "features" in train else {}
+    logits = model.logits(ids, pad_mask if args.mask else None, subwords, **extra)[:, 0]
     loss = F.binary_cross_entropy_with_logits(logits, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -489,10 +590,12 @@ def evaluate(model, split, mask, batch_size=512):
         ids = tensors["ids"][start:start + batch_size]
         pad_mask = tensors["pad_mask"][start:start + batch_size]
         subwords = tensors["subwords"][start:start + batch_size] if "subwords" in tensors else None
+        extra = {"features": tensors["features"][start:start + batch_size]} \
+            if "features" in tensors else {}
         if mask:
-            probs.append(model(*trim_padding(ids, pad_mask, subwords))[:, 0])
+            probs.append(model(*trim_padding(ids, pad_mask, subwords), **extra)[:, 0])
         else:
-            probs.append(model(ids, None, subwords)[:, 0])
+            probs.append(model(ids, None, subwords, **extra)[:, 0])
     probs = torch.cat(probs)
     loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), tensors["labels"])
     return dict(probs=probs.numpy(), loss=float(loss))
@@ -571,6 +674,8 @@ def save_checkpoint(path, model, best, args, result=None, data=None):
                       config=model.config(), threshold=best["threshold"], epoch=best["epoch"],
                       val_mcc=best["val_mcc"], mask=args.mask, args=vars(args),
                       ensemble=len(model.members) if isinstance(model, MeanEnsemble) else 1,
+                      num_features=getattr(model.members[0] if isinstance(model, MeanEnsemble)
+                                           else model, "num_features", 0),
                       subword_to_ix=data.subword_to_ix if data is not None else None,
                       subwords=data.subword_range if data is not None else None)
     if result is not None:
@@ -587,6 +692,8 @@ def load_checkpoint(path):
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     members = [ClassificationTransformer(checkpoint["word_to_ix"], **checkpoint["config"])
                for _ in range(checkpoint.get("ensemble", 1))]
+    if checkpoint.get("num_features"):
+        members = [WithFeatures(m, checkpoint["num_features"]) for m in members]
     model = members[0] if len(members) == 1 else MeanEnsemble(members)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
@@ -631,6 +738,8 @@ def _tensors(split):
                    labels=torch.from_numpy(split.labels).float())
     if split.subwords is not None:
         tensors["subwords"] = torch.from_numpy(split.subwords)
+    if split.features is not None:
+        tensors["features"] = torch.from_numpy(split.features)
     return tensors
 
 

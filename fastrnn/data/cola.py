@@ -40,7 +40,8 @@ import numpy as np
 __all__ = [
     "PAD", "UNK", "CLS", "MAX_LENGTH", "ColaExample", "ColaSplit", "ColaData",
     "tokenize", "read_cola_tsv", "build_vocab", "encode", "find_cola_dir", "load_cola",
-    "char_ngrams", "build_subword_vocab", "encode_subwords", "MAX_SUBWORDS",
+    "char_ngrams", "build_subword_vocab", "encode_subwords", "MAX_SUBWORDS", "SPLITS",
+    "source_split",
 ]
 
 PAD, UNK, CLS = "<pad>", "<unk>", "[CLS]"
@@ -62,12 +63,14 @@ class ColaExample:
 @dataclass
 class ColaSplit:
     """Encoded sentences: ids int64 (N, T), pad_mask bool (N, T), labels int64 (N,);
-    subwords int64 (N, T, S) n-gram ids per token (0: none) when asked for, else None."""
+    subwords int64 (N, T, S) n-gram ids per token (0: none) when asked for, else None;
+    features float32 (N, F) per-sentence features (``fastrnn.cola_lm``) when attached."""
     ids: np.ndarray
     pad_mask: np.ndarray
     labels: np.ndarray
     sentences: list
     subwords: np.ndarray = None
+    features: np.ndarray = None
 
     def __len__(self):
         return len(self.labels)
@@ -209,6 +212,27 @@ def _check_ngram_range(n_min, n_max):
                          f"got ({n_min!r}, {n_max!r})")
 
 
+def source_split(examples, n_val, seed=0):
+    """(train, val): val holds whole sources, about n_val examples.
+
+    Sources are visited in a seeded random order; each joins val if that keeps
+    val within 20% above n_val, until val reaches n_val. Both keep file order.
+    """
+    counts = Counter(e.source for e in examples)
+    held, size = set(), 0
+    for source in np.random.default_rng(seed).permutation(sorted(counts)):
+        if size >= n_val:
+            break
+        if size + counts[source] <= 1.2 * n_val:
+            held.add(source)
+            size += counts[source]
+    if not held or len(held) == len(counts):
+        raise ValueError(f"source_split: cannot hold out whole sources for about {n_val} of "
+                         f"{len(examples)} sentences ({len(counts)} sources)")
+    return [e for e in examples if e.source not in held], \
+        [e for e in examples if e.source in held]
+
+
 def find_cola_dir(data_dir=None):
     """The CoLA folder to use: ``data_dir`` if given, else ``$FASTRNN_COLA``, else the
     shared data folder (``../shared/data/cola`` next to the working directory or next
@@ -234,13 +258,20 @@ def default_cola_dirs():
             Path("/work/shared/data/cola")]
 
 
+SPLITS = ("random", "source")
+
+
 def load_cola(data_dir=None, max_length=MAX_LENGTH, n_train=N_TRAIN, split_seed=0,
-              min_count=1, max_train=None, subwords=None, subword_min_count=2):
+              min_count=1, max_train=None, subwords=None, subword_min_count=2, split="random"):
     """Read, split and encode CoLA; see the module docstring.
 
     n_train: sentences of train.tsv to fit on (the rest is ``val``); split_seed
-    seeds the shuffle that chooses them. max_train (optional) then keeps only the
-    first max_train of those, for quick runs. subwords: None, or (n_min, n_max)
+    seeds the shuffle that chooses them. split='source' instead holds out whole
+    sources (train.tsv's first column, the book or paper a sentence comes from)
+    for ``val``, about len - n_train sentences (``source_split``), so that
+    validation meets unseen sources as dev's out-of-domain half does.
+    max_train (optional) then keeps only the first max_train training
+    sentences, for quick runs. subwords: None, or (n_min, n_max)
     to add character n-gram ids (vocabulary: n-grams of the train split seen
     ``subword_min_count`` times).
     """
@@ -253,9 +284,14 @@ def load_cola(data_dir=None, max_length=MAX_LENGTH, n_train=N_TRAIN, split_seed=
         raise ValueError(f"load_cola: n_train must be between 1 and {len(train_all) - 1} "
                          f"({data_dir / 'train.tsv'} holds {len(train_all)} sentences), "
                          f"got {n_train}")
-    order = np.random.default_rng(split_seed).permutation(len(train_all))
-    train = [train_all[i] for i in order[:n_train]]
-    val = [train_all[i] for i in order[n_train:]]
+    if split not in SPLITS:
+        raise ValueError(f"load_cola: split must be one of {SPLITS}, got {split!r}")
+    if split == "source":
+        train, val = source_split(train_all, len(train_all) - n_train, split_seed)
+    else:
+        order = np.random.default_rng(split_seed).permutation(len(train_all))
+        train = [train_all[i] for i in order[:n_train]]
+        val = [train_all[i] for i in order[n_train:]]
     if max_train is not None:
         train = train[:max_train]
     word_to_ix = build_vocab([e.sentence for e in train], min_count=min_count)
