@@ -9,7 +9,11 @@ is not reached. Options that were measured and did not beat the defaults on the
 validation split (so they stay off): character n-gram subwords (--subwords),
 masked-token pre-training on the training sentences (--pretrain-epochs), length
 bucketing (--bucket, 1.7x less CPU) and a K-member ensemble (--ensemble K: higher
-validation MCC, dev MCC unchanged). README.md lists the numbers and the commands.
+validation MCC, dev MCC unchanged); later, language-model surprisal features
+(--lm-features: higher validation MCC, lower dev MCC; on held-out sources the
+features alone carry almost no signal) and selection on held-out sources
+(--split source: a validation split too hard and noisy to select on).
+README.md lists the numbers and the commands.
 """
 import argparse
 import copy
