@@ -197,3 +197,35 @@ def test_load_cola_source_split(tmp_path):
     assert val_sources.isdisjoint(s.split()[2] for s in data.train.sentences)
     with pytest.raises(ValueError, match="split must be one of"):
         cola.load_cola(folder, n_train=80, split="by-length")
+
+
+# ------------------------------------------------------- stochastic weight averaging
+
+def test_swa_validates_the_mean_of_epoch_end_weights(cola_dir, monkeypatch):
+    data = cola.load_cola(cola_dir, n_train=160, min_count=1)
+    args = cli.build_parser().parse_args(["--swa-start", "2", "--epochs", "3", "--patience", "0",
+                                          "--lr", "1e-2"] + SMALL)
+    torch.manual_seed(0)
+    model = cli.build_model(data, args)
+    seen = []                                   # (raw weights, validated weights) per epoch
+    real_evaluate = cli.evaluate
+
+    def recording_evaluate(evaluated, split, mask):
+        seen.append(({n: p.detach().clone() for n, p in model.named_parameters()},
+                     {n: p.detach().clone() for n, p in evaluated.named_parameters()}))
+        return real_evaluate(evaluated, split, mask)
+    monkeypatch.setattr(cli, "evaluate", recording_evaluate)
+    cli.fit_and_select(model, data, args, 0.5)
+    assert len(seen) == 3
+    raw, validated = zip(*seen)
+    name = "W_q.weight"
+    torch.testing.assert_close(validated[0][name], raw[0][name], rtol=0, atol=0)  # before E
+    torch.testing.assert_close(validated[1][name], raw[1][name])                  # one sample
+    torch.testing.assert_close(validated[2][name], (raw[1][name] + raw[2][name]) / 2)
+    assert not torch.equal(raw[1][name], raw[2][name])
+
+
+def test_swa_flag_checks(cola_dir, capsys):
+    for flags in (["--swa-start", "-1"], ["--swa-start", "2", "--ema", "0.99"]):
+        assert cli.main(["--data", str(cola_dir), "--n-train", "160"] + flags + SMALL) == 2
+        assert "--swa-start" in capsys.readouterr().err
