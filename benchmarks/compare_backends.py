@@ -20,7 +20,6 @@ Targets (float32):
   import fastrnn, warm caches .......................... < 1 s
 """
 import argparse
-import importlib
 import os
 import subprocess
 import sys
@@ -30,13 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 import fastrnn
-
-
-def backend(name):
-    """The ``Backend`` object of ``name``, built directly: no global backend switch."""
-    from fastrnn.backends import Backend, numpy_backend
-    module = importlib.import_module(f"fastrnn.backends.{name}_backend")
-    return Backend(name, module, None if name == "numpy" else numpy_backend)
+from fastrnn.backends import load_backend
 
 
 def softmax_case(be, rng):
@@ -75,7 +68,7 @@ def compare(names, case, repeats, progress):
     title, make, calls, target = case
     runs = {}
     for name in names:
-        runs[name] = make(backend(name), np.random.default_rng(0))
+        runs[name] = make(load_backend(name), np.random.default_rng(0))
         runs[name]()                                  # warm up: JIT, caches, page faults
     times = {name: [] for name in names}
     for r in tqdm(range(repeats), desc=title, disable=not progress, leave=False):

@@ -11,12 +11,12 @@ fixed state is also checked against ``optim.adam``, so the CI smoke run
 (``--benchmark-disable --bench-sizes tiny``) proves every benchmarked update is Adam.
 """
 import functools
-import importlib
 
 import numpy as np
 import pytest
 
 from fastrnn import optim
+from fastrnn.backends import load_backend
 
 SIZES = {
     #        image features, word vectors, hidden, vocabulary
@@ -27,14 +27,6 @@ SIZES = {
 ROUNDS = {"medium": 5, "full": 5}    # tiny lets pytest-benchmark calibrate itself
 DTYPE = np.float32
 CONFIG = {"learning_rate": 1e-4, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
-
-
-@functools.cache
-def backend(name):
-    """The ``Backend`` object of fastrnn backend ``name`` (its functions as attributes)."""
-    from fastrnn.backends import Backend, numpy_backend
-    module = importlib.import_module(f"fastrnn.backends.{name}_backend")
-    return Backend(name, module, None if name == "numpy" else numpy_backend)
 
 
 @functools.cache
@@ -70,7 +62,7 @@ def runner(impl, params, grads, configs):
         return step
     if impl == "torch":
         return torch_runner(params, grads, configs)
-    kernel = backend(impl).adam_update
+    kernel = load_backend(impl).adam_update
 
     def step():   # optim.adam_in_place, with the backend chosen here rather than globally
         for name, w in params.items():

@@ -13,11 +13,12 @@ medium = N 128, D 256, H 512; full = the SPEC section 6 shape (N 1024, T 16,
 W 256, H 2048, V 1004). All float32, the training dtype.
 """
 import functools
-import importlib
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from fastrnn.backends import load_backend
 
 SIZES = {
     #        batch, time, vocab, (D, H) of the RNN, (D, H) of the LSTM, image features
@@ -27,14 +28,6 @@ SIZES = {
 }
 ROUNDS = {"medium": 5, "full": 2}    # tiny lets pytest-benchmark calibrate itself
 DTYPE = np.float32
-
-
-@functools.cache
-def backend(name):
-    """The ``Backend`` object of fastrnn backend ``name`` (its functions as attributes)."""
-    from fastrnn.backends import Backend, numpy_backend
-    module = importlib.import_module(f"fastrnn.backends.{name}_backend")
-    return Backend(name, module, None if name == "numpy" else numpy_backend)
 
 
 @functools.cache
@@ -197,7 +190,7 @@ def test_layer(benchmark, function, size, impl):
         if run is None:
             pytest.skip(f"PyTorch has no op matching {function}")
     else:
-        run = fastrnn_runner(backend(impl), function, a)
+        run = fastrnn_runner(load_backend(impl), function, a)
     if impl == "numba":
         run()                           # JIT compile (or load the cache) outside the timing
     benchmark.group = f"{function}[{size}]"
@@ -207,7 +200,7 @@ def test_layer(benchmark, function, size, impl):
     else:
         out = benchmark.pedantic(run, rounds=ROUNDS[size], iterations=1)
     if size == "tiny" and impl != "numpy":
-        expected = fastrnn_runner(backend("numpy"), function, a)()
+        expected = fastrnn_runner(load_backend("numpy"), function, a)()
         for got, want in zip(out, expected, strict=True):
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5,
                                        err_msg=f"{impl} {function} disagrees with numpy")
