@@ -218,7 +218,7 @@ class ClassificationTransformer(nn.Module):
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"{fn}: inputs must be an integer torch.Tensor of token ids (N, T), "
                             f"got {type(inputs).__name__}")
-        if inputs.dtype.is_floating_point or inputs.dtype.is_complex or inputs.dtype == torch.bool:
+        if not _holds_integers(inputs):
             raise TypeError(f"{fn}: inputs must hold integer token ids, got dtype {inputs.dtype}")
         if inputs.ndim != 2:
             raise ValueError(f"{fn}: inputs must be 2-D (N, T), got shape {tuple(inputs.shape)}")
@@ -226,12 +226,7 @@ class ClassificationTransformer(nn.Module):
         if not 1 <= T <= self.max_length:
             raise ValueError(f"{fn}: inputs has length T={T}; it must be between 1 and "
                              f"max_length={self.max_length}")
-        if inputs.numel():
-            lo, hi = int(inputs.min()), int(inputs.max())
-            if lo < 0 or hi >= self.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"{fn}: inputs holds token id {bad}, outside the vocabulary "
-                                 f"range [0, {self.vocab_size})")
+        _check_id_range(fn, "inputs", inputs, "token id", "vocabulary", self.vocab_size)
         return inputs.long()
 
     def _check_subwords(self, fn, subwords, shape):
@@ -245,19 +240,14 @@ class ClassificationTransformer(nn.Module):
                              f"{self.num_subwords}); pass subwords (N, T, S) n-gram ids")
         if isinstance(subwords, np.ndarray):
             subwords = torch.from_numpy(subwords)
-        if not isinstance(subwords, torch.Tensor) or subwords.dtype.is_floating_point \
-                or subwords.dtype in (torch.bool, torch.complex64, torch.complex128):
+        if not isinstance(subwords, torch.Tensor) or not _holds_integers(subwords):
             got = subwords.dtype if isinstance(subwords, torch.Tensor) else type(subwords).__name__
             raise TypeError(f"{fn}: subwords must be an integer torch.Tensor (N, T, S), got {got}")
         if subwords.ndim != 3 or tuple(subwords.shape[:2]) != tuple(shape):
             raise ValueError(f"{fn}: subwords must have shape (N, T, S) with (N, T) = "
                              f"{tuple(shape)}, got {tuple(subwords.shape)}")
-        if subwords.numel():
-            lo, hi = int(subwords.min()), int(subwords.max())
-            if lo < 0 or hi >= self.num_subwords:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"{fn}: subwords holds n-gram id {bad}, outside the subword "
-                                 f"table range [0, {self.num_subwords})")
+        _check_id_range(fn, "subwords", subwords, "n-gram id", "subword table",
+                        self.num_subwords)
         return subwords.long()
 
     def _check_hidden(self, fn, x):
@@ -288,6 +278,21 @@ class ClassificationTransformer(nn.Module):
             raise ValueError(f"{fn}: pad_mask marks every position of sequence {row} as "
                              f"padding; each sequence needs at least one real token")
         return pad_mask
+
+
+def _holds_integers(t):
+    """True for a tensor of an integer dtype (not float, complex or bool)."""
+    return not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool)
+
+
+def _check_id_range(fn, name, ids, kind, table, size):
+    """Every id of ``ids`` must lie in [0, size); the error names the first offender."""
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{fn}: {name} holds {kind} {bad}, outside the {table} "
+                             f"range [0, {size})")
 
 
 def _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim_v, dim_q,
