@@ -120,12 +120,10 @@ def main(argv=None):
                      f"{fastrnn.available_backends()}")
 
     from fastrnn.backends import cython_backend
-    from fastrnn.gemm import default_provider, gemm_provider
-    provider = default_provider()
+    from fastrnn.gemm import describe
     print(f"fastrnn {fastrnn.__version__}, numpy {np.__version__}, {os.cpu_count()} cores, "
           f"cython kernels build: {cython_backend.KERNELS_BUILD}; compiled backends' GEMM "
-          f"provider: {provider} (large products via {gemm_provider(provider).uses}; "
-          f"FASTRNN_GEMM=numpy for NumPy's BLAS); OPENBLAS_CORETYPE="
+          f"provider: {describe()}; FASTRNN_GEMM=numpy for NumPy's BLAS; OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     rows = []
     for case in CASES:

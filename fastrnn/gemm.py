@@ -46,13 +46,14 @@ A provider has three methods:
 - ``product(a, b, scratch)``: ``a @ b`` in ``scratch`` or in a fresh array,
   whichever the provider makes without a copy; returns it.
 """
+import contextlib
 import os
 import threading
 
 import numpy as np
 
 __all__ = ["GEMM_PROVIDERS", "gemm_provider", "AUTO_MIN_FLOP", "mm", "default_provider",
-           "set_default_provider"]
+           "set_default_provider", "use_provider", "describe"]
 
 ENV = "FASTRNN_GEMM"
 
@@ -66,7 +67,11 @@ AUTO_MIN_FLOP = 1 << 25
 class NumpyGemm:
     """Matrix products through NumPy's BLAS (OpenBLAS in the numpy wheels)."""
     name = "numpy"
-    uses = "numpy"
+
+    @property
+    def uses(self):
+        """The provider that large products go to: this one."""
+        return self.name
 
     def mm(self, a, b, out=None):
         return np.matmul(a, b, out=out)
@@ -80,16 +85,19 @@ class NumpyGemm:
         return np.matmul(a, b, out=scratch)
 
 
-class TorchGemm:
-    """Matrix products through PyTorch's BLAS (``torch.mm``) on zero-copy views."""
-    name = "torch"
-    uses = "torch"
+class _TorchBacked(NumpyGemm):
+    """A provider that computes through PyTorch; imports it on construction."""
 
     def __init__(self):
-        import torch  # optional: only this provider needs it
+        import torch  # optional: only these providers need it
         self.torch = torch
         from fastrnn.threads import apply_to_loaded_backends
         apply_to_loaded_backends()   # PyTorch's pool follows fastrnn.set_num_threads
+
+
+class TorchGemm(_TorchBacked):
+    """Matrix products through PyTorch's BLAS (``torch.mm``) on zero-copy views."""
+    name = "torch"
 
     def mm(self, a, b, out=None):
         if out is None:
@@ -106,7 +114,7 @@ class TorchGemm:
         return self.mm(a, b, out=scratch)
 
 
-class OneDnnGemm:
+class OneDnnGemm(_TorchBacked):
     """float32 products through oneDNN's matmul inside PyTorch (others through NumPy).
 
     The op computes ``x @ w.T (+ other)`` into a fresh tensor, so ``a @ b`` passes
@@ -115,19 +123,15 @@ class OneDnnGemm:
     (oneDNN's binary-add post-op) and copies the sum back.
     """
     name = "onednn"
-    uses = "onednn"
 
     def __init__(self):
-        import torch  # optional: only this provider needs it
-        self.torch = torch
-        self.op = torch.ops.mkldnn._linear_pointwise
+        super().__init__()
+        self.op = self.torch.ops.mkldnn._linear_pointwise
         self._self_check()
-        from fastrnn.threads import apply_to_loaded_backends
-        apply_to_loaded_backends()   # PyTorch's pool follows fastrnn.set_num_threads
 
     def mm(self, a, b, out=None):
         if not self._serves(a, b):
-            return np.matmul(a, b, out=out)
+            return super().mm(a, b, out)
         t = self.torch.from_numpy
         y = self.op(t(a), t(b).T, None, "none", [], "").numpy()
         if out is None:
@@ -137,15 +141,13 @@ class OneDnnGemm:
 
     def mm_add(self, a, b, out, scratch):
         if not self._serves(a, b):
-            np.matmul(a, b, out=scratch)
-            np.add(out, scratch, out=out)
-            return
+            return super().mm_add(a, b, out, scratch)
         t = self.torch.from_numpy
         out[...] = self.op.binary(t(a), t(out), t(b).T, None, "add").numpy()
 
     def product(self, a, b, scratch):
         # oneDNN writes a fresh array: returning it saves the copy into scratch.
-        return self.mm(a, b) if self._serves(a, b) else np.matmul(a, b, out=scratch)
+        return self.mm(a, b) if self._serves(a, b) else super().product(a, b, scratch)
 
     @staticmethod
     def _serves(a, b):
@@ -223,7 +225,27 @@ def set_default_provider(name):
 
 def mm(a, b, out=None):
     """``a @ b`` (into ``out`` when given) through the default provider."""
-    return gemm_provider(_default["name"] or default_provider()).mm(a, b, out)
+    return gemm_provider().mm(a, b, out)
+
+
+@contextlib.contextmanager
+def use_provider(name):
+    """Within the block, ``name`` is the default provider (``None``: leave it as it is)."""
+    if name is None:
+        yield
+        return
+    before = _default["name"]
+    set_default_provider(name)
+    try:
+        yield
+    finally:
+        _default["name"] = before
+
+
+def describe(name=None):
+    """'auto (large products via onednn)': a provider's name and where large products go."""
+    name = default_provider() if name is None else name
+    return f"{name} (large products via {gemm_provider(name).uses})"
 
 
 def gemm_provider(name=None):

@@ -93,19 +93,6 @@ def test_unknown_provider_is_named():
     assert set(GEMM_PROVIDERS) >= {"auto", "numpy"}
 
 
-def test_auto_without_pytorch_uses_numpy(monkeypatch):
-    def no_torch(self):
-        raise ImportError("No module named 'torch'")
-    monkeypatch.setattr(gemm.OneDnnGemm, "__init__", no_torch)
-    gemm.clear_cache()
-    try:
-        assert gemm_provider("auto").uses == "numpy"
-        with pytest.raises(ImportError, match="gemm='onednn' needs PyTorch"):
-            gemm_provider("onednn")
-    finally:
-        gemm.clear_cache()
-
-
 def test_default_provider_follows_setter_and_environment(monkeypatch):
     monkeypatch.delenv(gemm.ENV, raising=False)
     assert gemm.default_provider() == "auto"
@@ -152,3 +139,17 @@ def test_openblas_cores_are_read_from_this_process():
     info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     if "openblas" in str(info.get("name", "")).lower():
         assert cores, "numpy links OpenBLAS, but threadpoolctl did not report it"
+
+
+def test_use_provider_sets_the_default_for_a_block_only(monkeypatch):
+    monkeypatch.delenv(gemm.ENV, raising=False)
+    with gemm.use_provider("numpy"):
+        assert gemm.default_provider() == "numpy"
+        assert gemm.describe() == "numpy (large products via numpy)"
+        with gemm.use_provider(None):               # None leaves it as it is
+            assert gemm.default_provider() == "numpy"
+    assert gemm.default_provider() == "auto"
+    with pytest.raises(ValueError, match="gemm must be one of"):
+        with gemm.use_provider("blis"):
+            pass
+    assert gemm.default_provider() == "auto"

@@ -13,7 +13,6 @@ also times one large float32 matrix product, the machine's sgemm rate under the 
 conditions. Peak memory is measured per contender in a fresh process.
 """
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ import time
 import numpy as np
 
 import fastrnn
-from fastrnn import optim
+from fastrnn import gemm, optim
 
 PRESETS = {
     # SPEC section 6: the 12-hour full-COCO configuration.
@@ -114,8 +113,8 @@ class FastrnnContender:
 
     def __init__(self, spec, cfg, word_to_idx, seed, profile=False):
         from fastrnn.model import CaptioningRNN
-        backend, _, gemm = spec.partition("/")
-        self.backend, self.gemm = backend, gemm or None
+        backend, _, provider = spec.partition("/")
+        self.backend, self.gemm = backend, provider or None
         self.name = "numpy reference" if backend == "numpy" else f"fastrnn {backend}"
         if self.gemm:
             self.name += f" ({self.gemm} gemm)"
@@ -126,7 +125,7 @@ class FastrnnContender:
         self.timings = {} if profile and backend != "numpy" else None
 
     def step(self, features, captions):
-        with fastrnn.use_backend(self.backend), _default_gemm(self.gemm):
+        with fastrnn.use_backend(self.backend), gemm.use_provider(self.gemm):
             if self.timings is not None:   # same path as model.loss, with a phase breakdown
                 from fastrnn import engine
                 loss, grads = engine.captioning_loss(
@@ -143,21 +142,6 @@ class FastrnnContender:
             self.timings["adam update"] = self.timings.get("adam update", 0.0) + \
                 time.perf_counter() - t0
         return float(loss)
-
-
-@contextlib.contextmanager
-def _default_gemm(name):
-    """Run with ``name`` as fastrnn's default GEMM provider (None: leave it alone)."""
-    if name is None:
-        yield
-        return
-    from fastrnn import gemm
-    before = gemm._default["name"]
-    gemm.set_default_provider(name)
-    try:
-        yield
-    finally:
-        gemm.set_default_provider(before)
 
 
 class TorchContender:
@@ -201,12 +185,11 @@ def available_contenders():
 def measure_sgemm(n, provider="numpy"):
     """GFLOP/s of one float32 (n x n) @ (n x n) product through a fastrnn GEMM provider
     ('numpy': NumPy's BLAS)."""
-    from fastrnn.gemm import gemm_provider
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
-    mm = gemm_provider(provider).mm
+    mm = gemm.gemm_provider(provider).mm
     t0 = time.perf_counter()
     mm(a, b, out=out)
     return 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
@@ -214,8 +197,7 @@ def measure_sgemm(n, provider="numpy"):
 
 def sgemm_providers():
     """Whose sgemm rate the header reports: NumPy's BLAS, and oneDNN when it can run."""
-    from fastrnn.gemm import gemm_provider
-    return ["numpy"] + (["onednn"] if gemm_provider("auto").uses == "onednn" else [])
+    return ["numpy"] + (["onednn"] if gemm.gemm_provider("auto").uses == "onednn" else [])
 
 
 def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True):
@@ -382,18 +364,12 @@ def format_header(preset, cfg, summary, threads, load):
             f"measured sgemm ({cfg['sgemm']}^3 float32 matmul, median of rounds): "
             + ", ".join(f"{_number(v)} GFLOP/s ({_SGEMM_LABEL.get(p, p)})"
                         for p, v in summary["sgemm_gflops_median_by_provider"].items())
-            + f"; fastrnn's default GEMM provider: {_provider_label()}\n"
+            + f"; fastrnn's default GEMM provider: {gemm.describe()}\n"
             f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} "
             f"on {os.cpu_count()} CPUs (other processes add noise to every column)")
 
 
 _SGEMM_LABEL = {"numpy": "NumPy's BLAS", "onednn": "oneDNN in PyTorch"}
-
-
-def _provider_label():
-    from fastrnn.gemm import default_provider, gemm_provider
-    name = default_provider()
-    return f"auto: large products via {gemm_provider(name).uses}" if name == "auto" else name
 
 
 def format_profile(contenders, iters_total):
@@ -482,21 +458,21 @@ def _contender_names(parser, text):
     available = available_contenders()
     if text is None:
         return available
-    from fastrnn.gemm import GEMM_PROVIDERS, gemm_provider
     names = [n.strip() for n in text.split(",") if n.strip()]
     known = ["numpy", "numba", "cython"] + list(TORCH_CONTENDERS)
     for n in names:
-        base, slash, gemm = n.partition("/")
+        base, slash, provider = n.partition("/")
         if base not in known:
             parser.error(f"--backends: unknown contender {n!r}; choose among {known}")
         if base not in available:
             parser.error(f"--backends: {n!r} cannot run in this install; available: {available}")
-        if slash and (base in ("numpy",) + TORCH_CONTENDERS or gemm not in GEMM_PROVIDERS):
+        if slash and (base in ("numpy",) + TORCH_CONTENDERS
+                      or provider not in gemm.GEMM_PROVIDERS):
             parser.error(f"--backends: {n!r}: only a compiled backend takes /GEMM, with GEMM "
-                         f"one of {GEMM_PROVIDERS}")
+                         f"one of {gemm.GEMM_PROVIDERS}")
         if slash:
             try:
-                gemm_provider(gemm)
+                gemm.gemm_provider(provider)
             except ImportError as err:
                 parser.error(f"--backends: {n!r}: {err}")
     if not names:

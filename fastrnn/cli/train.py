@@ -295,10 +295,7 @@ def _print_plan(solver, data_dir, backend, threads, out):
 
 def _gemm_label(backend):
     """', GEMM provider ...' for the fused path (the reference path multiplies in NumPy)."""
-    if backend == "numpy":
-        return ""
-    name = gemm.default_provider()
-    return f", GEMM provider {name} (large products via {gemm.gemm_provider(name).uses})"
+    return "" if backend == "numpy" else f", GEMM provider {gemm.describe()}"
 
 
 def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads, train_seconds,
