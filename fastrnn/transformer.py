@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 __all__ = ["ClassificationTransformer", "POOLINGS", "matthews_corrcoef"]
 
-POOLINGS = ("flatten", "cls", "mean")
+POOLINGS = ("flatten", "cls", "mean", "max")
 
 
 class ClassificationTransformer(nn.Module):
@@ -45,8 +45,8 @@ class ClassificationTransformer(nn.Module):
     max_length: longest sequence accepted, and the flatten width T*H.
     dropout: on attention weights, on each block's output before its residual
     sum and on the pooled features; embed_dropout: on the summed embeddings.
-    pooling: 'flatten' (SPEC: (N, max_length*H) -> linear), 'cls' (row 0) or
-    'mean' (mean over non-pad rows).
+    pooling: 'flatten' (SPEC: (N, max_length*H) -> linear), 'cls' (row 0),
+    'mean' (mean over non-pad rows) or 'max' (feature-wise max over non-pad rows).
     num_subwords: size of the character n-gram table (id 0 = empty slot); 0
     (default) means no subwords.
     seed: if given, the initial weights are drawn from a generator seeded with
@@ -190,6 +190,10 @@ class ClassificationTransformer(nn.Module):
                 return x.mean(dim=1)
             counts = (~pad_mask).sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
             return x.sum(dim=1) / counts
+        if self.pooling == "max":
+            if pad_mask is not None:
+                x = x.masked_fill(pad_mask[..., None], float("-inf"))
+            return x.amax(dim=1)
         if T < self.max_length:
             # A shorter sequence reads as one whose remaining rows are zero,
             # which is what masked padding to max_length gives.

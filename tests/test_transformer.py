@@ -159,6 +159,18 @@ def test_masked_short_input_equals_masked_full_padding(pooling):
         assert torch.allclose(model(ids, pad_mask), model(ids[:, :6], pad_mask[:, :6]), atol=1e-6)
 
 
+def test_max_pooling_takes_the_largest_value_of_the_real_rows_only():
+    model = small_model("max")
+    ids, pad_mask = padded_batch(lengths=(6, 4, 2))
+    with torch.no_grad():
+        x = model.encode(ids, pad_mask)
+        pooled = model._pool(x.masked_fill(pad_mask[..., None], 0.0), pad_mask)
+        # Written out row by row: a zeroed pad row must not win over negative states.
+        expected = torch.stack([x[i, ~pad_mask[i]].max(dim=0).values for i in range(len(ids))])
+    assert (expected < 0).any()  # else zero-filled pads would pass too
+    assert torch.equal(pooled, expected)
+
+
 # ------------------------------------------------------------- determinism
 
 def test_same_seed_same_model_and_output():
@@ -229,7 +241,7 @@ def test_bad_hidden_states_are_rejected_clearly():
 @pytest.mark.parametrize("kwargs, words", [
     (dict(dim_q=8, dim_k=9), "dim_q .* must equal dim_k"),
     (dict(num_heads=0), "num_heads must be a positive integer"),
-    (dict(pooling="max"), "pooling must be one of"),
+    (dict(pooling="sum"), "pooling must be one of"),
     (dict(dropout=1.0), "dropout must be in"),
 ])
 def test_bad_configuration_is_rejected_clearly(kwargs, words):
