@@ -194,6 +194,18 @@ def test_cli_without_mask_and_other_pooling_runs(cola_dir, capsys):
     assert "best epoch 1 of 1 (stopped by --time-limit)" in text
 
 
+def test_cli_max_pooling_checkpoint_reloads_with_max_pooling(cola_dir, tmp_path, capsys):
+    out = tmp_path / "max.pt"
+    assert cli.main(["--data", str(cola_dir), "--n-train", "250", "--epochs", "2",
+                     "--pooling", "max", "--bench-batches", "0", "--out", str(out)] + SMALL) == 0
+    model, checkpoint = cli.load_checkpoint(out)
+    assert model.pooling == "max"
+    data = cola.load_cola(cola_dir, n_train=250)
+    probs = cli.evaluate(model, data.test, mask=True)["probs"]
+    assert np.mean((probs >= 0.5) == data.test.labels) == \
+        pytest.approx(checkpoint["result"]["test_accuracy"])
+
+
 def test_cli_reports_missing_data_clearly(tmp_path, capsys):
     assert cli.main(["--data", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err

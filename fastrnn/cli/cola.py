@@ -88,7 +88,9 @@ def build_parser():
     model.add_argument("--dim-feedforward", type=int, default=512,
                        help="hidden width of the feed-forward block")
     model.add_argument("--pooling", choices=POOLINGS, default="flatten",
-                       help="how the (N, T, H) states become one vector per sentence")
+                       help="how the (N, T, H) states become one vector per sentence: flatten "
+                            "(SPEC: every position side by side), cls (the [CLS] row), or the "
+                            "mean or feature-wise max over the real tokens")
     model.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
                        help="keep pad positions out of attention and pooling")
 
