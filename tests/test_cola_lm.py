@@ -107,13 +107,9 @@ def test_lm_features_checks_its_arguments():
 
 
 @pytest.fixture
-def cola_dir(tmp_path):
-    folder = tmp_path / "cola"
-    folder.mkdir()
-    for name, n, seed in (("train.tsv", 200, 0), ("dev.tsv", 40, 1)):
-        sentences, labels = _labelled(n, seed)
-        (folder / name).write_text("".join(f"src\t{y}\t\t{s}\n" for s, y in zip(sentences, labels)))
-    return folder
+def cola_dir(write_cola):
+    train, dev = (list(zip(*_labelled(n, seed))) for n, seed in ((200, 0), (40, 1)))
+    return write_cola(train, dev)
 
 
 SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedforward", "32",

@@ -14,7 +14,7 @@ SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedfor
 
 
 @pytest.fixture
-def cola_dir(tmp_path):
+def cola_dir(write_cola):
     """Acceptable: 'the <noun> <verb>ed .'; unacceptable: verb before noun. Nouns are
     plurals ending in -s; dev uses nouns never seen in train."""
     rng = np.random.default_rng(0)
@@ -24,14 +24,9 @@ def cola_dir(tmp_path):
         for _ in range(n):
             noun, verb = rng.choice(nouns), rng.choice(["walk", "jump", "sleep", "talk"])
             good = rng.random() < 0.7
-            words = f"The {noun} {verb}ed." if good else f"The {verb}ed {noun}."
-            out.append(f"src\t{int(good)}\t{'' if good else '*'}\t{words}\n")
-        return "".join(out)
-    folder = tmp_path / "cola"
-    folder.mkdir()
-    (folder / "train.tsv").write_text(rows(160, ["cats", "dogs", "birds", "hens"]))
-    (folder / "dev.tsv").write_text(rows(40, ["owls", "pigs"]))
-    return folder
+            out.append((f"The {noun} {verb}ed." if good else f"The {verb}ed {noun}.", good))
+        return out
+    return write_cola(rows(160, ["cats", "dogs", "birds", "hens"]), rows(40, ["owls", "pigs"]))
 
 
 def test_char_ngrams_mark_word_boundaries():

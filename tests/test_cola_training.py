@@ -24,7 +24,7 @@ def one_thread():
 
 
 @pytest.fixture
-def cola_dir(tmp_path):
+def cola_dir(write_cola):
     """'The <noun> <verb>ed <adverb> .' (1) or with noun and verb swapped (0)."""
     rng = np.random.default_rng(0)
 
@@ -35,14 +35,10 @@ def cola_dir(tmp_path):
             verb = rng.choice(["walk", "jump", "sleep"])
             tail = " ".join(rng.choice(["today", "quietly", "again"], rng.integers(0, 6)))
             good = rng.random() < 0.7
-            words = f"The {noun} {verb}ed {tail}." if good else f"The {verb}ed {noun} {tail}."
-            out.append(f"src\t{int(good)}\t{'' if good else '*'}\t{words}\n")
-        return "".join(out)
-    folder = tmp_path / "cola"
-    folder.mkdir()
-    (folder / "train.tsv").write_text(rows(200))
-    (folder / "dev.tsv").write_text(rows(40))
-    return folder
+            out.append((f"The {noun} {verb}ed {tail}." if good else f"The {verb}ed {noun} {tail}.",
+                        good))
+        return out
+    return write_cola(rows(200), rows(40))
 
 
 def test_encode_is_logits_before_pooling():
