@@ -11,6 +11,10 @@ turn the branch-free selects of the float32 exp/tanh into SIMD code.
 ``kernels/*_avx2.pyx`` are x86-64 builds of the same kernels with ``-mavx2
 -mfma`` added; they are skipped on other machines, and the backend only imports
 one after asking the CPU (``cpu_has_avx2_fma``), so the package stays portable.
+
+The kernels are required by default: without a C compiler with OpenMP the build
+stops with a message saying what to install. ``FASTRNN_NO_EXTENSIONS=1`` installs
+without them (the ``cython`` backend is then not listed; numpy and numba remain).
 """
 import glob
 import os
@@ -18,12 +22,43 @@ import platform
 import sys
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 AVX2_FLAGS = ["-mavx2", "-mfma"]
 
 
+NO_EXTENSIONS_ENV = "FASTRNN_NO_EXTENSIONS"
+COMPILER_HINT = (
+    "fastrnn: compiling the Cython/OpenMP kernels (kernels/*.pyx) failed. They need a C "
+    "compiler with OpenMP and the Python headers: on Debian/Ubuntu `apt-get install gcc "
+    "python3-dev`, on Fedora `dnf install gcc python3-devel`, on macOS Xcode's clang plus "
+    "`brew install libomp`. To install without them (no 'cython' backend; 'numpy' and "
+    "'numba' still work), set FASTRNN_NO_EXTENSIONS=1."
+)
+
+
+class BuildKernels(build_ext):
+    """build_ext whose failure says what to install instead of a bare compiler error."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as err:  # CompileError, LinkError, a missing compiler, ...
+            raise SystemExit(f"{COMPILER_HINT}\n(underlying error: {err})") from err
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as err:
+            raise SystemExit(f"{COMPILER_HINT}\n(underlying error: {err})") from err
+
+
 def cython_extensions():
+    if os.environ.get(NO_EXTENSIONS_ENV, "").strip() not in ("", "0"):
+        print(f"fastrnn: {NO_EXTENSIONS_ENV} is set: installing without the compiled kernels "
+              "(no 'cython' backend)", file=sys.stderr)
+        return []
     sources = sorted(glob.glob(os.path.join("kernels", "*.pyx")))
     if not X86_64:
         sources = [src for src in sources if not src.endswith("_avx2.pyx")]
@@ -63,4 +98,4 @@ def cython_extensions():
     )
 
 
-setup(ext_modules=cython_extensions())
+setup(ext_modules=cython_extensions(), cmdclass={"build_ext": BuildKernels})

@@ -1,8 +1,8 @@
 """CoLA reading/encoding (fastrnn.data.cola) and the fastrnn-cola command.
 
 Everything runs on a small generated GLUE-layout folder; the real CoLA release is
-used for a short run when the shared copy is present (../shared/data/cola next to
-the repository, as in CI, or /work/shared/data/cola).
+used for a short run when the project's shared copy is present next to the
+repository (tests may look there; the package never does).
 """
 import os
 from pathlib import Path
@@ -139,18 +139,21 @@ def test_data_folder_lookup(cola_dir, tmp_path, monkeypatch):
     assert cola.find_cola_dir() == cola_dir
     assert cola.find_cola_dir(tmp_path) == tmp_path          # an explicit folder wins
     monkeypatch.delenv("FASTRNN_COLA")
-    monkeypatch.setattr(cola, "default_cola_dirs", lambda: [tmp_path / "a", cola_dir])
-    assert cola.find_cola_dir() == cola_dir                  # first shared folder that exists
-    monkeypatch.setattr(cola, "default_cola_dirs", lambda: [tmp_path / "a"])
-    with pytest.raises(FileNotFoundError, match="pass --data DIR"):
+    # No guessing: a CoLA copy next to the working directory is not picked up.
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "cola").symlink_to(cola_dir)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(FileNotFoundError, match=r"pass --data DIR.*FASTRNN_COLA.*published at"):
         cola.find_cola_dir()
 
 
-def test_shared_folder_is_looked_for_next_to_cwd_and_checkout(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    dirs = cola.default_cola_dirs()
-    assert dirs[0] == tmp_path.parent / "shared" / "data" / "cola"
-    assert dirs[1] == Path(cola.__file__).resolve().parents[3] / "shared" / "data" / "cola"
+def test_package_names_no_development_machine_paths():
+    package = Path(cola.__file__).resolve().parents[1]
+    offenders = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                 if "shared/data" in path.read_text(encoding="utf-8")
+                 or "/work/" in path.read_text(encoding="utf-8")]
+    assert offenders == []
 
 
 # ------------------------------------------------------------------------ CLI

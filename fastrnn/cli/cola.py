@@ -54,7 +54,7 @@ def build_parser():
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="DIR", default=None,
                       help="CoLA folder with train.tsv and dev.tsv (GLUE layout); default "
-                           "$FASTRNN_COLA, else the shared ../shared/data/cola if present")
+                           "$FASTRNN_COLA")
     data.add_argument("--split-seed", type=int, default=0,
                       help="seed of the shuffle that splits train.tsv into train / validation")
     data.add_argument("--n-train", type=int, default=N_TRAIN,

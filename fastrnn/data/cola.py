@@ -233,29 +233,22 @@ def source_split(examples, n_val, seed=0):
         [e for e in examples if e.source in held]
 
 
+COLA_URL = "https://nyu-mll.github.io/CoLA/"
+
+
 def find_cola_dir(data_dir=None):
-    """The CoLA folder to use: ``data_dir`` if given, else ``$FASTRNN_COLA``, else the
-    shared data folder (``../shared/data/cola`` next to the working directory or next
-    to this source checkout, or ``/work/shared/data/cola``) if one exists."""
+    """The CoLA folder to use: ``data_dir`` if given, else ``$FASTRNN_COLA``.
+
+    The package never guesses a location: CoLA is published at ``COLA_URL``
+    (also as part of GLUE); unpack it anywhere and point at the folder that holds
+    ``train.tsv`` and ``dev.tsv``."""
     if data_dir is not None:
         return Path(data_dir)
     if os.environ.get("FASTRNN_COLA"):
         return Path(os.environ["FASTRNN_COLA"])
-    for candidate in default_cola_dirs():
-        if (candidate / "train.tsv").is_file():
-            return candidate
     raise FileNotFoundError(
-        "no CoLA folder found: pass --data DIR (or data_dir=...) or set FASTRNN_COLA to a folder "
-        "holding train.tsv and dev.tsv (GLUE layout); looked in "
-        + ", ".join(str(p) for p in default_cola_dirs()))
-
-
-def default_cola_dirs():
-    """Where the shared CoLA copy lives on the project's machines, in search order."""
-    checkout = Path(__file__).resolve().parents[2]  # .../<repo>/fastrnn/data/cola.py -> <repo>
-    return [Path.cwd().parent / "shared" / "data" / "cola",
-            checkout.parent / "shared" / "data" / "cola",
-            Path("/work/shared/data/cola")]
+        "no CoLA folder given: pass --data DIR (or data_dir=...) or set FASTRNN_COLA to a "
+        f"folder holding train.tsv and dev.tsv (GLUE layout); CoLA is published at {COLA_URL}")
 
 
 SPLITS = ("random", "source")

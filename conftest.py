@@ -1,0 +1,22 @@
+"""Make ``python -m pytest`` from the checkout test the installed fastrnn, as ``pytest`` does.
+
+``python -m`` puts the working directory first on ``sys.path``, so the source
+folder ``fastrnn/`` (which has no compiled extension after a regular
+``pip install .``) would shadow the installed package and half the suite would
+silently skip. This file is read before any test imports fastrnn: it drops the
+checkout from ``sys.path`` (an editable install still finds the checkout through
+its own import hook) and stops with one line when fastrnn is not installed.
+"""
+import importlib.util
+import os
+import sys
+
+import pytest
+
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+if "fastrnn" not in sys.modules and importlib.util.find_spec("fastrnn") is None:
+    raise pytest.UsageError(
+        'fastrnn is not installed in this environment: run `pip install ".[test]"` from the '
+        "checkout first (the tests run against the installed package)")
