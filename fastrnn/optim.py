@@ -46,6 +46,9 @@ DEFAULTS = {
 }
 STATE_KEYS = {"sgd": (), "sgd_momentum": ("velocity",), "rmsprop": ("cache",),
               "adam": ("m", "v", "t")}
+# Other libraries' spellings of the same settings, named in the error for an unknown key.
+_ALIASES = {"lr": "learning_rate", "eps": "epsilon", "beta_1": "beta1", "beta_2": "beta2",
+            "rho": "decay_rate", "decay": "decay_rate", "mu": "momentum"}
 # The range of each hyperparameter: (low, low included, high, high included).
 _RANGES = {
     "learning_rate": (0.0, True, math.inf, False),
@@ -77,7 +80,8 @@ def check_config(rule, config):
     valid = sorted([*DEFAULTS[name], *STATE_KEYS[name]])
     for key in config:
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
+            close = ([_ALIASES[key]] if _ALIASES.get(key) in valid
+                     else difflib.get_close_matches(str(key), valid, n=1))
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"optim.{name}: unknown config key {key!r}{hint}; the valid keys "
                              f"are {valid}")
