@@ -47,7 +47,8 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True, seed=None):
     - max_train: keep this many training captions, drawn without replacement (all
       of them if the split is smaller) by ``np.random.default_rng(seed)``; with
       seed None, by a generator seeded from NumPy's global random state, so
-      ``np.random.seed`` makes the subset repeat (as in CS231n).
+      ``np.random.seed`` makes the subset repeat (as in CS231n). Data-parallel
+      ranks must pass a seed: each process has its own global state.
     - pca_features: 512-d PCA features (True) or the raw 4096-d fc7 features.
 
     Returns a dict with train_captions / val_captions (Nc,17) int32, train_image_idxs /
