@@ -225,7 +225,8 @@ def small_coco(num_captions=60, num_images=12, T=6, V=10, D=8):
     words = ["<NULL>", "<START>", "<END>"] + [f"w{i}" for i in range(V - 3)]
     captions = rng.integers(3, V, size=(num_captions, T))
     captions[:, 0], captions[:, -1] = 1, 2
-    return {"train_captions": captions, "train_image_idxs": rng.integers(num_images, size=num_captions),
+    return {"train_captions": captions,
+            "train_image_idxs": rng.integers(num_images, size=num_captions),
             "train_features": rng.standard_normal((num_images, D)),
             "train_urls": np.array([f"img{i}" for i in range(num_images)]),
             "word_to_idx": {w: i for i, w in enumerate(words)}, "idx_to_word": words}
@@ -275,7 +276,8 @@ def cs231n_sample(model, features, max_length):
             prev_h = np.tanh(a)
         else:
             sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
-            i, f, o, g = sig(a[:, :H]), sig(a[:, H:2 * H]), sig(a[:, 2 * H:3 * H]), np.tanh(a[:, 3 * H:])
+            i, f, o = sig(a[:, :H]), sig(a[:, H:2 * H]), sig(a[:, 2 * H:3 * H])
+            g = np.tanh(a[:, 3 * H:])
             prev_c = f * prev_c + i * g
             prev_h = o * np.tanh(prev_c)
         scores = prev_h @ p["W_vocab"] + p["b_vocab"]
