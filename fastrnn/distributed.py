@@ -166,6 +166,9 @@ def distributed_solver(context, model, data, resume=None, **solver_kwargs):
             context.broadcast_params(self.model.params)
             return super().train()
 
+    # Every rank must draw the same minibatches; a seed from each process's own global
+    # NumPy state would not be the same on all of them.
+    solver_kwargs.setdefault("seed", 0)
     if not context.is_main:
         solver_kwargs.update(progress=False, verbose=False, eval_fn=None, checkpoint_dir=None)
     if resume is not None:

@@ -13,6 +13,7 @@ Shapes: N images, T timesteps, D feature size, W word-vector size, H hidden
 size, V vocabulary size.
 """
 import numbers
+import warnings
 
 import numpy as np
 
@@ -23,7 +24,6 @@ from fastrnn.backends import REFERENCE, get_backend
 __all__ = ["CaptioningRNN"]
 
 CELL_TYPES = ("rnn", "lstm")
-SPECIAL_WORDS = ("<NULL>", "<START>", "<END>")
 
 
 class CaptioningRNN:
@@ -32,8 +32,11 @@ class CaptioningRNN:
     Parameters
     ----------
     word_to_idx : dict str -> int
-        The vocabulary: V distinct ids 0..V-1, including ``<NULL>``, ``<START>``
-        and ``<END>``.
+        The vocabulary, as in CS231n: V = ``len(word_to_idx)``, and only
+        ``<NULL>`` is required (its id masks padding out of the loss).
+        ``<START>`` is needed by ``sample``, which stops a caption at ``<END>``
+        when the vocabulary has one. Ids other than exactly 0..V-1 give a
+        warning, not an error (the model's tables have V rows all the same).
     input_dim : int
         Size D of an image feature vector.
     wordvec_dim : int
@@ -45,6 +48,9 @@ class CaptioningRNN:
         float32 for training, float64 for gradient checks.
     seed : int or None
         Seed of the weight initialisation (a fresh ``np.random.default_rng``).
+        None (the default) draws from NumPy's global random state, in CS231n's
+        order (``np.random.randn`` per parameter), so ``np.random.seed`` makes
+        the weights, the original's included, repeat.
 
     ``params`` holds ``W_embed (V, W)``, ``W_proj (D, H)``, ``b_proj (H,)``,
     ``Wx (W, H or 4H)``, ``Wh (H, H or 4H)``, ``b (H or 4H,)``, ``W_vocab (H, V)``
@@ -71,10 +77,13 @@ class CaptioningRNN:
         self.input_dim = int(input_dim)
         self.wordvec_dim = int(wordvec_dim)
         self.hidden_dim = int(hidden_dim)
-        self._null = self.word_to_idx["<NULL>"]
-        self._start = self.word_to_idx["<START>"]
-        self._end = self.word_to_idx["<END>"]
-        self.params = self._init_params(np.random.default_rng(seed))
+        self._null = int(self.word_to_idx["<NULL>"])
+        self._start = self.word_to_idx.get("<START>")
+        end = self.word_to_idx.get("<END>")
+        self._end = int(end) if _is_id(end, self.vocab_size) else -1   # -1: no early stop
+        # The legacy global RandomState is what CS231n's np.random.randn draws from.
+        rng = np.random.mtrand._rand if seed is None else np.random.default_rng(seed)
+        self.params = self._init_params(rng)
 
     @property
     def vocab_size(self):
@@ -114,7 +123,11 @@ class CaptioningRNN:
         holding a gradient for every key of ``params``.
         """
         features, captions = self._check_batch(features, captions)
-        if get_backend() != REFERENCE and self.cell_type in engine.CELL_TYPES:
+        # A <NULL> id outside [0, V) masks nothing (no caption can hold it); the fused
+        # path wants a real row for it, so that vocabulary runs on the reference.
+        null_in_range = 0 <= self._null < self.vocab_size
+        if (get_backend() != REFERENCE and self.cell_type in engine.CELL_TYPES
+                and null_in_range):
             # The fused path (fastrnn.engine) on the active backend's kernels; equal to
             # the reference, which the NumPy backend keeps running for readability.
             return engine.captioning_loss(self.params, features, captions,
@@ -186,17 +199,32 @@ class CaptioningRNN:
         features (N, D) -> captions int (N, max_length). Column 0 holds the
         first word generated after ``<START>``. A row ends at its ``<END>``
         token; every position after it is ``<NULL>``. A caption that reaches
-        ``max_length`` without ``<END>`` is cut there. ``<NULL>`` and
-        ``<START>`` are never generated (they are never training targets).
+        ``max_length`` without ``<END>`` is cut there.
+
+        Greedy decoding is CS231n's: ``<START>`` is fed first, and each step
+        takes the argmax over the whole vocabulary (``<NULL>`` and ``<START>``
+        included) and feeds it back, so with the same weights the captions are
+        the original's (up to its ``<END>``; the original keeps generating
+        after it).
 
         Beam search keeps the ``beam_size`` most probable partial captions,
         scores a caption by the sum of its words' log-probabilities, and stops
         for an image as soon as no unfinished caption can still beat its best
-        finished one (log-probabilities only fall as a caption grows). The
-        greedy caption is a candidate too, so a beam never returns a caption
-        less probable than greedy decoding.
+        finished one (log-probabilities only fall as a caption grows). It never
+        generates ``<NULL>`` or ``<START>`` (they are never training targets).
+        The greedy caption over the same words is a candidate too, so a beam
+        never returns a caption less probable than that one.
+
+        Raises ValueError if the vocabulary has no ``<START>``.
         """
         features = self._check_features("CaptioningRNN.sample", features)
+        if self._start is None:
+            raise ValueError("CaptioningRNN.sample: word_to_idx has no '<START>' token; "
+                             "sampling feeds <START> first, so the vocabulary needs one")
+        if not _is_id(self._start, self.vocab_size):
+            raise ValueError(f"CaptioningRNN.sample: the id of '<START>' is "
+                             f"{self._start!r}; it must be a token id in "
+                             f"[0, {self.vocab_size}) to be fed to the network")
         for name, value in (("max_length", max_length), ("beam_size", beam_size)):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"CaptioningRNN.sample: {name} must be a positive integer, "
@@ -222,14 +250,22 @@ class CaptioningRNN:
         scores = scores.astype(np.float64)
         scores -= scores.max(axis=1, keepdims=True)
         log_probs = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
-        # Normalised over the whole vocabulary first, so a caption's score is its
-        # true log-probability under the model; then the two words that are never
-        # targets are ruled out.
-        log_probs[:, [self._null, self._start]] = -np.inf
         return h, c, log_probs
 
-    def _sample_greedy(self, features, max_length):
-        """-> captions int (N, max_length), log-probabilities float64 (N,)."""
+    def _never_generated(self, log_probs):
+        """Rule out, in place, the words beam search never generates (<NULL>, <START>).
+
+        Done after normalising over the whole vocabulary, so that a caption's
+        score stays its true log-probability under the model."""
+        log_probs[:, [w for w in (self._null, self._start)
+                      if _is_id(w, self.vocab_size)]] = -np.inf
+        return log_probs
+
+    def _sample_greedy(self, features, max_length, every_word=True):
+        """-> captions int (N, max_length), log-probabilities float64 (N,).
+
+        ``every_word``: argmax over the whole vocabulary (CS231n); False leaves
+        out the words that beam search never generates."""
         N = features.shape[0]
         captions = np.full((N, max_length), self._null, dtype=np.int64)
         log_prob = np.zeros(N)
@@ -238,6 +274,8 @@ class CaptioningRNN:
         h, c = self._initial_state(features)
         for t in range(max_length):
             h, c, log_probs = self._step(words, h, c)
+            if not every_word:
+                log_probs = self._never_generated(log_probs)
             words = log_probs.argmax(axis=1)
             log_prob += np.where(done, 0.0, log_probs[np.arange(N), words])
             captions[:, t] = np.where(done, self._null, words)
@@ -252,12 +290,12 @@ class CaptioningRNN:
         All images and beams advance together as rows of one batch; an image
         drops out of the batch once its search is over. Finished captions leave
         the beam, which shrinks by one for each, so beam_size=1 is greedy
-        decoding. ``greedy_bound`` starts every image with its greedy caption as
-        the best finished one.
+        decoding over the same words. ``greedy_bound`` starts every image with
+        that greedy caption as the best finished one.
         """
         N, K, V = features.shape[0], beam_size, self.vocab_size
         if greedy_bound:
-            best, best_score = self._sample_greedy(features, max_length)
+            best, best_score = self._sample_greedy(features, max_length, every_word=False)
         else:
             best = np.full((N, max_length), self._null, dtype=np.int64)
             best_score = np.full(N, -np.inf)
@@ -273,6 +311,7 @@ class CaptioningRNN:
 
         for t in range(max_length):
             h, c, log_probs = self._step(words, h, c)
+            log_probs = self._never_generated(log_probs)
             A = len(images)
             candidates = (score[:, :, None] + log_probs.reshape(A, K, V)).reshape(A, K * V)
             top = np.argpartition(-candidates, K - 1, axis=1)[:, :K]
@@ -305,14 +344,27 @@ class CaptioningRNN:
         return best, best_score
 
 
+def _is_id(value, size):
+    """True for an integer token id in [0, size)."""
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and 0 <= value < size)
+
+
 def _check_vocabulary(word_to_idx):
+    """As in CS231n, only <NULL> is required; ids that are not 0..V-1 are warned about."""
     if not isinstance(word_to_idx, dict) or not word_to_idx:
         raise TypeError(f"CaptioningRNN: word_to_idx must be a non-empty dict word -> id, "
                         f"got {type(word_to_idx).__name__}")
-    missing = [w for w in SPECIAL_WORDS if w not in word_to_idx]
-    if missing:
-        raise ValueError(f"CaptioningRNN: word_to_idx lacks the special tokens {missing}")
-    ids = sorted(int(i) for i in word_to_idx.values())
-    if ids != list(range(len(ids))):
-        raise ValueError(f"CaptioningRNN: word_to_idx ids must be exactly 0..V-1 with "
-                         f"V = {len(ids)} words, each used once")
+    if "<NULL>" not in word_to_idx:
+        raise ValueError("CaptioningRNN: word_to_idx lacks '<NULL>', the padding token whose "
+                         "id masks the loss")
+    null = word_to_idx["<NULL>"]
+    if not isinstance(null, numbers.Integral) or isinstance(null, bool):
+        raise TypeError(f"CaptioningRNN: word_to_idx['<NULL>'] must be an integer id, "
+                        f"got {null!r}")
+    ids = list(word_to_idx.values())
+    V = len(ids)
+    if not all(_is_id(i, V) for i in ids) or len(set(ids)) != V:
+        warnings.warn(f"CaptioningRNN: word_to_idx ids are not exactly 0..{V - 1}; the model "
+                      f"has V = len(word_to_idx) = {V} rows per vocabulary table, and captions "
+                      f"must hold ids in [0, {V})", stacklevel=3)

@@ -11,7 +11,9 @@
     solver.train()            # continues exactly where it stopped
 
 One iteration draws a minibatch with the solver's own seeded
-``np.random.Generator``, computes the loss and gradients, and updates every
+``np.random.Generator`` (with no ``seed``, seeded from NumPy's global random
+state when the solver is built, so ``np.random.seed`` makes a run repeat as in
+CS231n), computes the loss and gradients, and updates every
 parameter. An epoch is ``max(num_train // batch_size, 1)`` iterations; after
 each one the learning rate is multiplied by ``lr_decay``, ``eval_fn`` (if any)
 is called and a checkpoint is written.
@@ -43,6 +45,7 @@ from tqdm import tqdm
 
 from fastrnn import checkpoint, optim
 from fastrnn.data import sample_coco_minibatch
+from fastrnn.data.coco import seed_from_global_state
 
 __all__ = ["CaptioningSolver", "TrainingDiverged"]
 
@@ -69,13 +72,17 @@ class CaptioningSolver:
     optim_config : dict
         Hyperparameters given to the update rule (e.g. ``learning_rate``);
         each parameter gets its own copy, which also holds its optimizer state.
+        Checked up front by ``fastrnn.optim.check_config`` (an unknown key such
+        as ``lr``, a NaN learning rate or a beta outside [0, 1) is a ValueError).
     lr_decay : float
         The learning rate is multiplied by this after every epoch.
     batch_size, num_epochs, print_every, verbose :
-        As in CS231n: a line "(Iteration i / n) loss: ..." every ``print_every``
-        iterations when ``verbose``.
-    seed : int
-        Seed of the generator that draws the minibatches.
+        As in CS231n: a line "(Iteration i / n) loss: ..." for i = 1,
+        print_every + 1, 2 * print_every + 1, ... when ``verbose``.
+    seed : int or None
+        Seed of the generator that draws the minibatches. None (the default):
+        a seed drawn from NumPy's global random state now; it is kept in
+        ``seed`` and in checkpoints, so a resumed run draws what it would have.
     checkpoint_dir : str or None
         Folder of ``checkpoint.npz``, written after every epoch and on Ctrl-C.
     eval_fn : callable or None
@@ -86,7 +93,7 @@ class CaptioningSolver:
     """
 
     def __init__(self, model, data, update_rule="sgd", optim_config={}, lr_decay=1.0,
-                 batch_size=100, num_epochs=10, print_every=10, verbose=True, *, seed=0,
+                 batch_size=100, num_epochs=10, print_every=10, verbose=True, *, seed=None,
                  checkpoint_dir=None, eval_fn=None, progress=True):
         _check_data(data)
         for name, value, lowest in (("batch_size", batch_size, 1), ("num_epochs", num_epochs, 0),
@@ -100,6 +107,7 @@ class CaptioningSolver:
         self.model = model
         self.data = data
         self.update_rule = update_rule if callable(update_rule) else optim.get_rule(update_rule)
+        optim.check_config(self.update_rule, optim_config)
         # The same numbers as optim.adam (to rounding), one fused pass, no temporaries.
         self.fused_adam = self.update_rule is optim.adam
         self.optim_config = dict(optim_config)
@@ -108,7 +116,7 @@ class CaptioningSolver:
         self.num_epochs = int(num_epochs)
         self.print_every = int(print_every)
         self.verbose = verbose
-        self.seed = seed
+        self.seed = seed_from_global_state() if seed is None else seed
         self.checkpoint_dir = checkpoint_dir
         self.eval_fn = eval_fn
         self.progress = progress
@@ -187,7 +195,8 @@ class CaptioningSolver:
                 self.iter_times.append(seconds)
                 bar.set_postfix(loss=f"{loss:.4f}", s_per_it=f"{seconds:.3f}", refresh=False)
                 bar.update(1)
-                if self.verbose and (self.iteration % self.print_every == 0 or self.iteration == 1):
+                # CS231n counts t from 0 and prints t + 1 when t % print_every == 0.
+                if self.verbose and (self.iteration - 1) % self.print_every == 0:
                     bar.write(f"(Iteration {self.iteration} / {total}) loss: {loss:.6f}  "
                               f"[{seconds:.3f} s/it]")
                 if self.iteration % self.iterations_per_epoch == 0:

@@ -39,7 +39,8 @@ POOLINGS = ("flatten", "cls", "mean", "max")
 class ClassificationTransformer(nn.Module):
     """Binary sentence classifier: one attention block, one feed-forward block.
 
-    word_to_ix: dict word -> id; ids must be 0..V-1 (V = len(word_to_ix)).
+    word_to_ix: dict word -> id, only measured: V = len(word_to_ix), as in the
+    assignment (its ids may be strings, as ``csv.reader`` gives them).
     hidden_dim H, num_heads h, dim_q/dim_k/dim_v: per-head query/key/value sizes
     (dim_q must equal dim_k: queries and keys meet in a dot product).
     max_length: longest sequence accepted, and the flatten width T*H.
@@ -49,8 +50,17 @@ class ClassificationTransformer(nn.Module):
     'mean' (mean over non-pad rows) or 'max' (feature-wise max over non-pad rows).
     num_subwords: size of the character n-gram table (id 0 = empty slot); 0
     (default) means no subwords.
-    seed: if given, the initial weights are drawn from a generator seeded with
-    it (the global torch RNG is left untouched), so equal seeds give equal models.
+    seed: None (the default) gives the initial weights of the assignment's
+    reference implementation for the same arguments: PyTorch's default
+    initialisers after ``torch.manual_seed(0)``, drawn in the reference's order
+    (token and position embeddings; for each head a k, a v and a q
+    ``Linear(H, d)``, copied into that head's rows of the fused W_k, W_v, W_q;
+    the head projection, its LayerNorm, the two feed-forward linears, their
+    LayerNorm, the output linear; a subword table, which the reference lacks,
+    last). An integer seed draws the weights, module by module, from a
+    generator seeded with it. Either way the global torch RNG is left untouched
+    (the reference's constructor reseeds it, and NumPy's and ``random``'s, to
+    0; this one does not), so equal arguments give equal models.
     """
 
     def __init__(self, word_to_ix, hidden_dim=128, num_heads=2, dim_feedforward=2048,
@@ -68,13 +78,22 @@ class ClassificationTransformer(nn.Module):
         self.dim_k, self.dim_v, self.dim_q = dim_k, dim_v, dim_q
         self.max_length = max_length
         self.pooling = pooling
-        H = hidden_dim
-        # The layers below draw default weights from the global RNG; with a seed
-        # those are overwritten, so put the global state back afterwards.
-        global_rng = torch.get_rng_state() if seed is not None else None
+        # The layers draw their default weights from the global CPU RNG: fork it, so
+        # that its state afterwards is what it was before.
+        with torch.random.fork_rng(devices=[]):
+            self._build(dropout, embed_dropout, num_subwords)
+            if seed is None:
+                torch.manual_seed(0)
+                self._init_like_the_reference()
+            else:
+                self._init_parameters(torch.Generator().manual_seed(int(seed)))
 
+    def _build(self, dropout, embed_dropout, num_subwords):
+        H, num_heads = self.hidden_dim, self.num_heads
+        dim_q, dim_k, dim_v = self.dim_q, self.dim_k, self.dim_v
+        dim_feedforward = self.dim_feedforward
         self.token_embedding = nn.Embedding(self.vocab_size, H)
-        self.position_embedding = nn.Embedding(max_length, H)
+        self.position_embedding = nn.Embedding(self.max_length, H)
         self.num_subwords = num_subwords
         self.subword_embedding = nn.Embedding(num_subwords, H, padding_idx=0) \
             if num_subwords else None
@@ -93,13 +112,9 @@ class ClassificationTransformer(nn.Module):
         self.norm_feedforward = nn.LayerNorm(H)
 
         self.block_dropout = nn.Dropout(dropout)
-        pooled_dim = max_length * H if pooling == "flatten" else H
+        pooled_dim = self.max_length * H if self.pooling == "flatten" else H
         self.classifier = nn.Linear(pooled_dim, 1)
         self.classifier_dropout = nn.Dropout(dropout)
-
-        if seed is not None:
-            self._init_parameters(torch.Generator().manual_seed(int(seed)))
-            torch.set_rng_state(global_rng)
 
     def config(self):
         """Constructor arguments (except word_to_ix) that rebuild this model."""
@@ -199,6 +214,26 @@ class ClassificationTransformer(nn.Module):
             # which is what masked padding to max_length gives.
             x = F.pad(x, (0, 0, 0, self.max_length - T))
         return x.reshape(N, self.max_length * H)
+
+    @torch.no_grad()
+    def _init_like_the_reference(self):
+        """Re-draw every parameter from the global RNG in the reference's order, with
+        PyTorch's default initialisers (``reset_parameters``, or a fresh per-head
+        ``nn.Linear`` whose weights fill that head's rows of the fused map)."""
+        self.token_embedding.reset_parameters()
+        self.position_embedding.reset_parameters()
+        H = self.hidden_dim
+        for i in range(self.num_heads):
+            for fused, d in ((self.W_k, self.dim_k), (self.W_v, self.dim_v),
+                             (self.W_q, self.dim_q)):
+                head = nn.Linear(H, d)
+                fused.weight[i * d:(i + 1) * d] = head.weight
+                fused.bias[i * d:(i + 1) * d] = head.bias
+        for module in (self.attention_projection, self.norm_attention, self.feedforward_in,
+                       self.feedforward_out, self.norm_feedforward, self.classifier):
+            module.reset_parameters()
+        if self.subword_embedding is not None:
+            self.subword_embedding.reset_parameters()
 
     def _init_parameters(self, generator):
         """PyTorch's default initialisation, drawn from ``generator``."""
@@ -304,9 +339,6 @@ def _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim
     fn = "ClassificationTransformer"
     if not isinstance(word_to_ix, dict) or not word_to_ix:
         raise TypeError(f"{fn}: word_to_ix must be a non-empty dict word -> id")
-    ids = sorted(word_to_ix.values())
-    if ids != list(range(len(ids))):
-        raise ValueError(f"{fn}: word_to_ix ids must be exactly 0..{len(ids) - 1}")
     sizes = dict(hidden_dim=hidden_dim, num_heads=num_heads, dim_feedforward=dim_feedforward,
                  dim_k=dim_k, dim_v=dim_v, dim_q=dim_q, max_length=max_length)
     for name, value in sizes.items():

@@ -31,7 +31,7 @@ def main():
     p.add_argument("--die-at", type=int)
     args = p.parse_args()
 
-    data = load_coco_data(args.data, max_train=200)
+    data = load_coco_data(args.data, max_train=200, seed=0)   # the same subset on every rank
     context = DistributedContext()
     solver = distributed_solver(context, build_model(data), data, resume=args.resume,
                                 num_epochs=args.num_epochs, checkpoint_dir=args.out, **SETTINGS)

@@ -146,7 +146,8 @@ def toy_solver(data, update_rule="adam", dtype=np.float64, **kwargs):
     model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],
                           wordvec_dim=8, hidden_dim=16, cell_type="lstm", dtype=dtype, seed=1)
     settings = dict(update_rule=update_rule, optim_config={"learning_rate": 1e-2},
-                    lr_decay=0.9, batch_size=20, num_epochs=3, verbose=False, progress=False)
+                    lr_decay=0.9, batch_size=20, num_epochs=3, verbose=False, progress=False,
+                    seed=0)
     return CaptioningSolver(model, data, **{**settings, **kwargs})
 
 

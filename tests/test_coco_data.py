@@ -238,7 +238,7 @@ def test_max_train_subsamples_without_replacement(tiny_dir):
     full = load_coco_data(tiny_dir)
     pairs = {(tuple(c), i) for c, i in zip(full["train_captions"].tolist(),
                                            full["train_image_idxs"].tolist())}
-    sub = load_coco_data(tiny_dir, max_train=200)
+    sub = load_coco_data(tiny_dir, max_train=200, seed=0)
     assert sub["train_captions"].shape == (200, 17) and sub["train_image_idxs"].shape == (200,)
     chosen = [(tuple(c), i) for c, i in zip(sub["train_captions"].tolist(),
                                             sub["train_image_idxs"].tolist())]
@@ -248,10 +248,23 @@ def test_max_train_subsamples_without_replacement(tiny_dir):
     assert len({int(r[0]) for r in rows}) == 200         # 200 distinct rows of the file
     np.testing.assert_array_equal(sub["val_captions"], full["val_captions"])   # val untouched
     assert sub["train_features"].shape == full["train_features"].shape
-    again = load_coco_data(tiny_dir, max_train=200)
+    again = load_coco_data(tiny_dir, max_train=200, seed=0)
     np.testing.assert_array_equal(again["train_captions"], sub["train_captions"])
     other = load_coco_data(tiny_dir, max_train=200, seed=1)
     assert not np.array_equal(other["train_captions"], sub["train_captions"])
+
+
+def test_max_train_without_a_seed_follows_np_random_seed(tiny_dir):
+    """As in CS231n, np.random.seed makes the subset repeat when no seed is given."""
+    np.random.seed(231)
+    a = load_coco_data(tiny_dir, max_train=200)
+    np.random.seed(231)
+    b = load_coco_data(tiny_dir, max_train=200)
+    np.random.seed(232)
+    c = load_coco_data(tiny_dir, max_train=200)
+    np.testing.assert_array_equal(a["train_captions"], b["train_captions"])
+    np.testing.assert_array_equal(a["train_image_idxs"], b["train_image_idxs"])
+    assert not np.array_equal(a["train_captions"], c["train_captions"])
 
 
 def test_max_train_edge_cases(tiny_dir):
@@ -324,6 +337,23 @@ def test_decode_batch():
     assert decode_captions(np.zeros((0, 5), int), VOCAB) == []
     with pytest.raises(ValueError, match="1-D or 2-D"):
         decode_captions(np.zeros((2, 2, 2), int), VOCAB)
+
+
+@pytest.mark.parametrize("captions, error, words", [
+    (np.array([1, 4, -1]), ValueError, r"token id -1 is outside the vocabulary \[0, 8\)"),
+    (np.array([[1, 4], [8, 2]]), ValueError, r"token id 8 is outside the vocabulary \[0, 8\)"),
+    (np.array([1.0, 4.0]), TypeError, "integer token ids"),
+])
+def test_decode_rejects_ids_outside_the_vocabulary(captions, error, words):
+    with pytest.raises(error, match=words):
+        decode_captions(captions, VOCAB)
+
+
+def test_decode_with_a_dict_vocabulary():
+    idx_to_word = dict(enumerate(VOCAB))
+    assert decode_captions(np.array([4, 5, 2, 0]), idx_to_word) == "a cat <END>"
+    with pytest.raises(ValueError, match="token id 9 is not a key of idx_to_word"):
+        decode_captions(np.array([4, 9]), idx_to_word)
 
 
 def test_decode_generated_captions(tiny_dir):

@@ -119,9 +119,13 @@ def test_bad_constructor_arguments(kwargs, error, words):
         CaptioningRNN(VOCAB, input_dim=4, **kwargs)
 
 
-def test_vocabulary_needs_special_tokens():
-    with pytest.raises(ValueError, match="<END>"):
-        CaptioningRNN({"<NULL>": 0, "<START>": 1, "cat": 2})
+def test_vocabulary_needs_only_null():
+    with pytest.raises(ValueError, match="<NULL>"):
+        CaptioningRNN({"<START>": 0, "<END>": 1, "cat": 2})
+    with pytest.raises(TypeError, match=r"word_to_idx\['<NULL>'\] must be an integer"):
+        CaptioningRNN({"<NULL>": "0", "cat": 1})
+    model = CaptioningRNN({"<NULL>": 0, "<START>": 1, "cat": 2}, input_dim=4, seed=0)
+    assert model.params["W_vocab"].shape[1] == 3
 
 
 @pytest.mark.parametrize("features, captions, error, words", [
@@ -142,12 +146,12 @@ def test_loss_rejects_bad_input(features, captions, error, words):
 
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
 def test_greedy_sample_layout_and_scores(cell_type):
+    # Over the words beam search generates: <NULL> would be masked out of the loss.
     model = small_model(cell_type, scale=1.0)
     features = np.random.default_rng(4).standard_normal((6, 4))
-    captions = model.sample(features, max_length=8)
+    captions, scores = model._sample_greedy(features, 8, every_word=False)
     assert captions.shape == (6, 8) and captions.dtype.kind == "i"
     assert not np.isin(captions, [START]).any()
-    _, scores = model._sample_greedy(features, 8)
     for n, row in enumerate(captions):
         words = generated_words(row)
         assert NULL not in words
@@ -156,10 +160,11 @@ def test_greedy_sample_layout_and_scores(cell_type):
 
 
 def test_greedy_matches_a_step_by_step_argmax():
-    """Column 0 is the argmax word after <START>, and so on (CS231n sample)."""
+    """Column 0 is the argmax word after <START>, and so on (over the beam's words;
+    tests/test_assignment_compat.py checks sample against CS231n's loop)."""
     model = small_model("lstm", scale=1.0)
     features = np.random.default_rng(5).standard_normal((3, 4))
-    captions = model.sample(features, max_length=6)
+    captions, _ = model._sample_greedy(features, 6, every_word=False)
     for n in range(3):
         prefix = [START]
         for word in generated_words(captions[n]):
@@ -174,11 +179,12 @@ def test_greedy_matches_a_step_by_step_argmax():
 def test_beam_of_one_is_greedy(cell_type):
     model = small_model(cell_type, scale=1.0)
     features = np.random.default_rng(6).standard_normal((20, 4))
-    greedy, greedy_scores = model._sample_greedy(features, 10)
+    greedy, greedy_scores = model._sample_greedy(features, 10, every_word=False)
     beam, beam_scores = model._beam_search(features, 10, 1, greedy_bound=False)
     np.testing.assert_array_equal(beam, greedy)
     np.testing.assert_allclose(beam_scores, greedy_scores, rtol=1e-12)
-    np.testing.assert_array_equal(model.sample(features, max_length=10, beam_size=1), greedy)
+    np.testing.assert_array_equal(model.sample(features, max_length=10, beam_size=1),
+                                  model._sample_greedy(features, 10)[0])
 
 
 def exhaustive_best(model, feature, max_length):
@@ -206,7 +212,7 @@ def test_wide_beam_finds_the_most_probable_caption(cell_type):
 def test_beam_never_less_probable_than_greedy(cell_type):
     model = small_model(cell_type, scale=1.5, seed=4)
     features = np.random.default_rng(8).standard_normal((30, 4))
-    greedy = model.sample(features, max_length=12)
+    greedy, _ = model._sample_greedy(features, 12, every_word=False)
     improved = 0
     for beam_size in (2, 3, 5):
         beam = model.sample(features, max_length=12, beam_size=beam_size)

@@ -121,3 +121,84 @@ def test_get_rule():
     assert optim.get_rule("adam") is optim.adam
     with pytest.raises(ValueError, match="unknown update rule 'adamw'"):
         optim.get_rule("adamw")
+
+
+# ------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("rule, key, value, words", [
+    ("sgd", "lr", 0.1, r"unknown config key 'lr' \(did you mean 'learning_rate'\?\); "
+                       r"the valid keys are \['learning_rate'\]"),
+    ("adam", "beta_1", 0.9, r"unknown config key 'beta_1'.*'beta1', 'beta2', 'epsilon'"),
+    ("sgd", "learning_rate", float("nan"), r"config\['learning_rate'\] must be a finite number"),
+    ("sgd", "learning_rate", float("inf"), r"config\['learning_rate'\] must be a finite"),
+    ("sgd", "learning_rate", -1e-3, r"config\['learning_rate'\] must be .* >= 0"),
+    ("sgd", "learning_rate", "0.1", r"config\['learning_rate'\] must be a finite number"),
+    ("sgd_momentum", "momentum", 1.0, r"config\['momentum'\] must be .* in \[0, 1\)"),
+    ("sgd_momentum", "momentum", -0.1, r"config\['momentum'\]"),
+    ("rmsprop", "decay_rate", 1.5, r"config\['decay_rate'\] must be .* in \[0, 1\)"),
+    ("rmsprop", "epsilon", 0.0, r"config\['epsilon'\] must be .* > 0"),
+    ("adam", "beta1", 1.0, r"config\['beta1'\] must be .* in \[0, 1\)"),
+    ("adam", "beta2", float("nan"), r"config\['beta2'\]"),
+    ("adam", "epsilon", -1e-8, r"config\['epsilon'\] must be .* > 0"),
+    ("adam", "t", -1, r"config\['t'\] \(the step count\) must be an integer >= 0"),
+])
+def test_bad_config_is_rejected_by_name(rule, key, value, words, arrays):
+    w, dw = arrays
+    with pytest.raises(ValueError, match=words):
+        optim.RULES[rule](w, dw, {key: value})
+    with pytest.raises(ValueError, match=words):
+        optim.check_config(rule, {key: value})
+    if rule == "adam":
+        with pytest.raises(ValueError, match=words):
+            optim.adam_in_place(w.copy(), dw, {key: value})
+
+
+def test_state_keys_and_edge_values_are_accepted(arrays):
+    w, dw = arrays
+    optim.check_config("adam", {"learning_rate": 0, "beta1": 0.0, "beta2": 0.0, "t": 3,
+                                "m": np.zeros_like(w), "v": np.zeros_like(w)})
+    optim.check_config("sgd_momentum", {"velocity": np.zeros_like(w), "momentum": 0})
+    optim.check_config(lambda w, dw, config: (w, config), {"anything": "goes"})  # own rule
+    with pytest.raises(ValueError, match="unknown update rule 'adamw'"):
+        optim.check_config("adamw", {})
+
+
+@pytest.mark.parametrize("rule", sorted(optim.RULES))
+def test_gradient_must_match_the_weights(rule):
+    w = np.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"dw has shape \(4,\) but w has \(3, 4\)"):
+        optim.RULES[rule](w, np.ones(4), {})
+    # A float64 gradient for float32 weights would make the weights float64: an error.
+    with pytest.raises(TypeError, match="dw is float64 but w is float32.*astype"):
+        optim.RULES[rule](w.astype(np.float32), np.ones((3, 4)), {})
+    with pytest.raises(TypeError, match="dw must be a numpy.ndarray"):
+        optim.RULES[rule](w, [[0.0] * 4] * 3, {})
+
+
+@pytest.mark.parametrize("rule, key", [("sgd_momentum", "velocity"), ("rmsprop", "cache"),
+                                       ("adam", "m"), ("adam", "v")])
+def test_state_arrays_must_match_the_weights(rule, key):
+    w, dw = np.zeros((3, 4)), np.ones((3, 4))
+    with pytest.raises(ValueError, match=rf"config\['{key}'\] has shape \(4,\)"):
+        optim.RULES[rule](w, dw, {key: np.zeros(4)})
+    with pytest.raises(TypeError, match=rf"config\['{key}'\] is float32 but w is float64"):
+        optim.RULES[rule](w, dw, {key: np.zeros((3, 4), np.float32)})
+
+
+@pytest.mark.parametrize("update_rule, optim_config, words", [
+    ("adam", {"lr": 1e-3}, r"optim.adam: unknown config key 'lr' \(did you mean 'learning_rate'"),
+    ("sgd", {"learning_rate": float("nan")}, r"optim.sgd: config\['learning_rate'\]"),
+    ("adam", {"beta2": 1.0}, r"optim.adam: config\['beta2'\]"),
+    (optim.rmsprop, {"epsilon": 0}, r"optim.rmsprop: config\['epsilon'\]"),
+])
+def test_solver_checks_its_optim_config_up_front(update_rule, optim_config, words):
+    from fastrnn.model import CaptioningRNN
+    from fastrnn.solver import CaptioningSolver
+
+    words_to_idx = {"<NULL>": 0, "<START>": 1, "<END>": 2, "a": 3}
+    data = {"train_captions": np.array([[1, 3, 2]]), "train_image_idxs": np.array([0]),
+            "train_features": np.zeros((1, 4), np.float32)}
+    model = CaptioningRNN(words_to_idx, input_dim=4, wordvec_dim=3, hidden_dim=5, seed=0)
+    with pytest.raises(ValueError, match=words):
+        CaptioningSolver(model, data, update_rule=update_rule, optim_config=optim_config,
+                         verbose=False, progress=False, seed=0)

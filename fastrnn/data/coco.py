@@ -39,13 +39,16 @@ def urls_file(split):
     return f"{split}2014_urls.txt"
 
 
-def load_coco_data(base_dir=None, max_train=None, pca_features=True, seed=0):
+def load_coco_data(base_dir=None, max_train=None, pca_features=True, seed=None):
     """Read a COCO captioning folder into the CS231n data dict.
 
     Inputs:
     - base_dir: the folder; defaults to $FASTRNN_DATA.
-    - max_train: keep this many training captions, drawn without replacement with
-      ``seed`` (all of them if the split is smaller).
+    - max_train: keep this many training captions, drawn without replacement (all
+      of them if the split is smaller) by ``np.random.default_rng(seed)``; with
+      seed None, by a generator seeded from NumPy's global random state, so
+      ``np.random.seed`` makes the subset repeat (as in CS231n). Data-parallel
+      ranks must pass a seed: each process has its own global state.
     - pca_features: 512-d PCA features (True) or the raw 4096-d fc7 features.
 
     Returns a dict with train_captions / val_captions (Nc,17) int32, train_image_idxs /
@@ -102,11 +105,26 @@ def decode_captions(captions, idx_to_word):
     """Token ids -> text: words up to and including <END>, <NULL> dropped.
 
     A 1-D caption gives one string, a 2-D batch (N,T) a list of N strings.
+    ``idx_to_word`` is a list (ids 0..V-1) or a dict id -> word. An id that is
+    not an integer, is negative or has no word raises ValueError (a list would
+    otherwise wrap a negative id around).
     """
     captions = np.asarray(captions)
     if captions.ndim not in (1, 2):
         raise ValueError(f"decode_captions: captions must be 1-D or 2-D, got shape "
                          f"{captions.shape}")
+    if captions.size and captions.dtype.kind not in "iu":
+        raise TypeError(f"decode_captions: captions must hold integer token ids, got dtype "
+                        f"{captions.dtype}")
+    if isinstance(idx_to_word, dict):
+        unknown = next((int(i) for i in np.unique(captions) if int(i) not in idx_to_word), None)
+        if unknown is not None:
+            raise ValueError(f"decode_captions: token id {unknown} is not a key of idx_to_word")
+    else:
+        bad = _outside(captions, len(idx_to_word))
+        if bad is not None:
+            raise ValueError(f"decode_captions: token id {bad} is outside the vocabulary "
+                             f"[0, {len(idx_to_word)}) of idx_to_word")
     rows = [_decode_row(row, idx_to_word) for row in np.atleast_2d(captions)]
     return rows[0] if captions.ndim == 1 else rows
 
@@ -114,12 +132,21 @@ def decode_captions(captions, idx_to_word):
 def _decode_row(row, idx_to_word):
     words = []
     for idx in row:
-        word = idx_to_word[idx]
+        word = idx_to_word[int(idx)]
         if word != "<NULL>":
             words.append(word)
         if word == "<END>":
             break
     return " ".join(words)
+
+
+def seed_from_global_state():
+    """A seed drawn from NumPy's global random state (``np.random.seed`` fixes it).
+
+    What fastrnn draws with no explicit seed is seeded with this, so a CS231n
+    notebook that calls ``np.random.seed(231)`` repeats, while the generator
+    itself stays fastrnn's own (its state is what checkpoints save)."""
+    return int(np.random.randint(0, 2**63 - 1, dtype=np.int64))
 
 
 def _resolve_base_dir(base_dir):
@@ -249,6 +276,7 @@ def _subsample_train(data, max_train, seed):
     num_train = len(data["train_captions"])
     if max_train >= num_train:
         return
-    keep = np.sort(np.random.default_rng(seed).choice(num_train, max_train, replace=False))
+    rng = np.random.default_rng(seed_from_global_state() if seed is None else seed)
+    keep = np.sort(rng.choice(num_train, max_train, replace=False))
     data["train_captions"] = data["train_captions"][keep]
     data["train_image_idxs"] = data["train_image_idxs"][keep]
