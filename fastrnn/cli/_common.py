@@ -147,14 +147,15 @@ def check_writable_dir(path, flag):
     """The folder ``path`` exists and is writable, or can be created: else CliError (usage)."""
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not os.path.isdir(path):
-        raise CliError(f"{flag} {path}: expected a folder, but it is a file")
+        raise CliError(f"{flag} {path}: expected a folder, but {path} is a file")
     ancestor = _existing_ancestor(path)
     if not os.path.isdir(ancestor):
-        raise CliError(f"{flag} {path}: cannot create this folder: {ancestor} is a file")
+        raise CliError(f"{flag} {path}: {ancestor} is a file, not a folder")
     try:
         _probe(ancestor)
     except OSError as err:
-        raise CliError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+        raise CliError(f"{flag} {path}: folder {ancestor} is not writable "
+                       f"({err.strerror or err})") from None
     return path
 
 
@@ -163,8 +164,11 @@ def check_writable_file(path, flag):
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         raise CliError(f"{flag} {path}: expected a file name, but it is a folder")
-    folder = os.path.dirname(path)
-    check_writable_dir(folder, flag)
+    try:
+        check_writable_dir(os.path.dirname(path), flag)
+    except CliError as err:
+        raise CliError(f"{flag} {path}: cannot write this file: {str(err).split(': ', 1)[1]}") \
+            from None
     if os.path.exists(path):
         try:
             with open(path, "r+b"):
