@@ -228,7 +228,8 @@ def run(args):
     if first_iteration >= solver.num_iterations:
         print(f"{PROG}: nothing to train: the run is at iteration {first_iteration}, "
               f"{solver.num_epochs} epochs end at {solver.num_iterations} (raise --num-epochs)")
-    solver.train()
+    with np.errstate(over="ignore", invalid="ignore"):   # divergence is reported, not warned
+        solver.train()
     train_seconds = time.perf_counter() - start
     if context is not None:
         context.close()
