@@ -421,7 +421,7 @@ def build_parser():
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results (every timing, the table's columns, the "
                              "configuration) to this JSON file")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the weights and minibatches (default: 0)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement (it reruns 2 iterations of each "

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from fastrnn.cli._common import CliError, Parser, check_writable_dir, run_main
+from fastrnn.cli._common import CliError, Parser, check_writable_dir, non_negative_int, run_main
 from fastrnn.data import coco, load_coco_data, synthetic
 
 PROG = "fastrnn-data"
@@ -43,7 +43,7 @@ def build_parser():
                             "default for fastrnn-train); full: COCO's 400,135 train / 195,954 "
                             "val captions of 82,783 / 40,504 images; N: N train captions with "
                             "val scaled alike (default: small)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed of the images and "
+    synth.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the images and "
                        "captions (default: 0)")
     synth.add_argument("--raw-features", action="store_true",
                        help="also write the raw 4096-d fc7 feature files (2 GB at full size)")

@@ -14,7 +14,7 @@ import numpy as np
 import fastrnn
 from fastrnn import checkpoint, metrics
 from fastrnn.cli._common import (CliError, Parser, check_threads, check_writable_file,
-                                 positive_int, run_main)
+                                 non_negative_int, positive_int, run_main)
 from fastrnn.data import decode_captions, load_coco_data
 
 NUM_SHOWN = 5   # sample captions printed next to their ground truth
@@ -181,7 +181,7 @@ def build_parser():
                              "(default: 1000)")
     parser.add_argument("--beam-size", type=positive_int, default=1, metavar="K",
                         help="1 = greedy decoding, K > 1 = beam search (default: 1)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the scored captions and shown images (default: 0)")
     parser.add_argument("--backend", default=None, choices=fastrnn.available_backends(),
                         help="compute backend (default: $FASTRNN_BACKEND, else the fastest)")

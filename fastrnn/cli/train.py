@@ -105,7 +105,7 @@ def build_parser():
     model.add_argument("--lr-decay", type=positive_float, metavar="F",
                        help=_preset_help("lr_decay", "learning rate multiplier after every "
                                          "epoch, a finite number > 0 (above 1 the rate grows)"))
-    model.add_argument("--seed", type=int, default=0,
+    model.add_argument("--seed", type=non_negative_int, default=0,
                        help="seed of the weights, the minibatches and --max-train (default: 0)")
     model.add_argument("--print-every", type=positive_int, metavar="N",
                        help=_preset_help("print_every", "log the loss every N iterations"))
