@@ -165,11 +165,22 @@ def _meta_of(path, f):
     return meta
 
 
-def read_meta(path):
+def read_meta(path, verify=False):
     """The JSON metadata of a checkpoint (format, model config, solver state ...),
-    without reading its arrays: a cheap check that ``path`` is a checkpoint."""
+    without reading its arrays: a cheap check that ``path`` is a checkpoint.
+    ``verify``: also check every entry's CRC (reads the whole file once)."""
+    path = os.fspath(path)
     with _open(path) as f:
-        return _meta_of(os.fspath(path), f)
+        meta = _meta_of(path, f)
+    if verify:
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except _READ_ERRORS as err:
+            raise _not_a_checkpoint(path, f"corrupted entry ({_reason(err)})") from None
+        if bad is not None:
+            raise _not_a_checkpoint(path, f"corrupted entry (Bad CRC-32 for {bad!r})")
+    return meta
 
 
 def read_checkpoint(path):

@@ -177,11 +177,14 @@ def test_bad_invocation_is_one_line(files, command, argv, status, words, capsys)
     assert_one_error_line(command, got, err, status, words)
 
 
-def test_output_is_checked_before_the_data_is_loaded(files, capsys):
-    """The --out check comes first: the (missing) data folder is never looked at."""
+def test_output_and_checkpoint_are_checked_before_the_data_is_loaded(files, capsys):
+    """The --out and --resume checks come first: the (missing) data folder is never read."""
     status, err = call(train, ["--data", str(files / "nowhere"), "--out",
                                str(files / "a_file")], capsys)
     assert_one_error_line(train, status, err, 2, ["--out"])
+    status, err = call(train, ["--data", str(files / "nowhere"), "--resume",
+                               str(files / "crc.npz")], capsys)
+    assert_one_error_line(train, status, err, 2, ["--resume", "crc.npz", "CRC"])
 
 
 def test_divergence_is_a_runtime_error_and_writes_no_checkpoint(files, tmp_path, capsys):

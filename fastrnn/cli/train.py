@@ -241,7 +241,7 @@ def run(args):
 def _checkpoint_meta(path):
     """The metadata of the --resume checkpoint: a damaged file is refused before any work."""
     try:
-        return checkpoint.read_meta(path)
+        return checkpoint.read_meta(path, verify=True)
     except (OSError, ValueError) as err:
         raise CliError(f"--resume: {err}") from None
 
