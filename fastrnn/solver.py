@@ -119,6 +119,7 @@ class CaptioningSolver:
         self.checkpoint_dir = checkpoint_dir
         self.eval_fn = eval_fn
         self.progress = progress
+        self.checkpoint_num_threads = None   # set by load_checkpoint
         self._reset()
 
     def _reset(self):

@@ -116,8 +116,9 @@ def check_threads(n, flag="--threads"):
     from fastrnn import threads
     check = getattr(threads, "check_num_threads", None)
     try:
-        if check is not None:
-            return check(n, flag)
+        if check is not None:   # may clamp (with a warning) or return nothing
+            checked = check(n, flag)
+            return n if checked is None else checked
         if n < 1:
             raise ValueError(f"{flag} must be an integer number of threads >= 1, got {n}")
         return n
