@@ -268,7 +268,8 @@ def _saved_run(resume):
     for key, kinds in _RUN_KEYS.items():
         value = saved.get(key)
         if key in saved and (not isinstance(value, kinds) or
-                             (isinstance(value, bool) and kinds is not bool)):
+                             (isinstance(value, bool) and kinds is not bool) or
+                             (isinstance(value, int) and value < 0)):
             raise CliError(f"--resume: {path}: '{key}' is {value!r}, not a valid value; fix or "
                            f"remove it")
     return saved
