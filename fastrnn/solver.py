@@ -43,7 +43,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from fastrnn import checkpoint, optim
+from fastrnn import checkpoint, optim, threads
 from fastrnn.data import sample_coco_minibatch
 from fastrnn.data.coco import seed_from_global_state
 
@@ -75,7 +75,8 @@ class CaptioningSolver:
         Checked up front by ``fastrnn.optim.check_config`` (an unknown key such
         as ``lr``, a NaN learning rate or a beta outside [0, 1) is a ValueError).
     lr_decay : float
-        The learning rate is multiplied by this after every epoch.
+        The learning rate is multiplied by this after every epoch: a finite
+        number > 0 (above 1 the rate grows; 0 would stop learning after one epoch).
     batch_size, num_epochs, print_every, verbose :
         As in CS231n: a line "(Iteration i / n) loss: ..." for i = 1,
         print_every + 1, 2 * print_every + 1, ... when ``verbose``.
@@ -84,7 +85,9 @@ class CaptioningSolver:
         a seed drawn from NumPy's global random state now; it is kept in
         ``seed`` and in checkpoints, so a resumed run draws what it would have.
     checkpoint_dir : str or None
-        Folder of ``checkpoint.npz``, written after every epoch and on Ctrl-C.
+        Folder of ``checkpoint.npz``, written after every epoch and on Ctrl-C,
+        only from finite weights, optimizer state and learning rate: otherwise
+        training stops with TrainingDiverged and the last good checkpoint stays.
     eval_fn : callable or None
         ``eval_fn(solver) -> dict`` called after every epoch; the results, with
         ``epoch`` and ``iteration`` added, go to ``eval_history``.
@@ -101,6 +104,10 @@ class CaptioningSolver:
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < lowest:
                 raise ValueError(f"CaptioningSolver: {name} must be an integer >= {lowest}, "
                                  f"got {value!r}")
+        if isinstance(lr_decay, bool) or not isinstance(lr_decay, numbers.Real) \
+                or not np.isfinite(lr_decay) or lr_decay <= 0:
+            raise ValueError(f"CaptioningSolver: lr_decay must be a finite number > 0, "
+                             f"got {lr_decay!r}")
         if not isinstance(optim_config, dict):
             raise TypeError(f"CaptioningSolver: optim_config must be a dict, "
                             f"got {type(optim_config).__name__}")
@@ -120,6 +127,7 @@ class CaptioningSolver:
         self.checkpoint_dir = checkpoint_dir
         self.eval_fn = eval_fn
         self.progress = progress
+        self.checkpoint_num_threads = None   # set by load_checkpoint
         self._reset()
 
     def _reset(self):
@@ -310,8 +318,18 @@ class CaptioningSolver:
         path = path or self.checkpoint_path
         if path is None:
             raise ValueError("save_checkpoint: give a path or set checkpoint_dir")
+        bad = checkpoint.nonfinite_state(self.model.params, self.optim_configs)
+        if bad:
+            kept = (f"the last good checkpoint {path} is kept" if os.path.isfile(path)
+                    else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"training diverged by iteration {self.iteration} (epoch {self.epoch}, learning "
+                f"rate {self.learning_rate}): non-finite {', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}; not saving it, {kept}. Try a lower "
+                f"learning rate.")
         state = {"settings": self._settings(), "iteration": self.iteration,
-                 "epochs_closed": self.epochs_closed, "eval_history": self.eval_history}
+                 "epochs_closed": self.epochs_closed, "eval_history": self.eval_history,
+                 "num_threads": threads.get_num_threads()}
         return checkpoint.save_checkpoint(
             path, self.model, optim_configs=self.optim_configs,
             rng_state=self.rng.bit_generator.state, solver=state,
@@ -328,31 +346,60 @@ class CaptioningSolver:
         self.model.params.update(restored.params)
         self.optim_configs = {name: saved["optim_configs"].get(name, {})
                               for name in self.model.params}
-        self.rng.bit_generator.state = saved["rng_state"]
         state = saved["solver"]
-        self.iteration = int(state["iteration"])
-        self.epochs_closed = int(state["epochs_closed"])
-        self.eval_history = list(state["eval_history"])
+        try:
+            self.rng.bit_generator.state = saved["rng_state"]
+            self.iteration = int(state["iteration"])
+            self.epochs_closed = int(state["epochs_closed"])
+            self.eval_history = list(state["eval_history"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path}: its solver state is incomplete or damaged "
+                f"({type(err).__name__}: {err}); it cannot be resumed") from None
+        # The thread count that wrote it (None before it was stored): bit-exact resume needs it.
+        self.checkpoint_num_threads = state.get("num_threads")
         self.loss_history = saved["loss_history"]
         self.iter_times = saved["iter_times"]
         return self
 
     @classmethod
-    def resume(cls, path, data, **overrides):
+    def resume(cls, path, data, learning_rate=None, **overrides):
         """A solver that continues the run saved at ``path``.
 
         The saved settings (update rule, batch size, num_epochs, ...) are used
         unless overridden, e.g. ``num_epochs=20`` to train longer. Checkpoints
         keep going to the checkpoint's folder unless ``checkpoint_dir`` is given.
-        The learning rate and optimizer state always come from the checkpoint.
+        The optimizer state comes from the checkpoint, and so does the learning
+        rate unless ``learning_rate`` (a finite number > 0) replaces it.
         """
+        if learning_rate is not None and (
+                isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
+                or not np.isfinite(learning_rate) or learning_rate <= 0):
+            raise ValueError(f"CaptioningSolver.resume: learning_rate must be a finite number "
+                             f"> 0, got {learning_rate!r}")
         saved = checkpoint.read_checkpoint(path)
         model = checkpoint.model_from_checkpoint(saved)
-        settings = dict(saved["solver"]["settings"])
+        settings = saved["solver"].get("settings")
+        if not isinstance(settings, dict):
+            raise checkpoint.CheckpointError(f"checkpoint {path}: it holds no solver settings; "
+                                             f"it cannot be resumed")
+        settings = dict(settings)
         settings["checkpoint_dir"] = os.path.dirname(os.path.abspath(os.fspath(path)))
         settings.update(overrides)
-        solver = cls(model, data, **settings)
-        return solver.load_checkpoint(path)
+        try:
+            solver = cls(model, data, **settings)
+        except TypeError as err:
+            raise checkpoint.CheckpointError(f"checkpoint {path}: unusable solver settings "
+                                             f"({err})") from None
+        solver.load_checkpoint(path)
+        if learning_rate is not None:
+            for config in solver.optim_configs.values():
+                config["learning_rate"] = float(learning_rate)
+        elif solver.learning_rate is not None and not np.isfinite(solver.learning_rate):
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path} holds the learning rate {solver.learning_rate}; give a new "
+                f"one to resume (learning_rate=..., fastrnn-train --lr)")
+        return solver
 
 
 def _private_copy(array):

@@ -12,7 +12,6 @@ so a burst of load from elsewhere on the machine hits all of them alike; every r
 also times one large float32 matrix product, the machine's sgemm rate under the same
 conditions. Peak memory is measured per contender in a fresh process.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -23,6 +22,8 @@ import numpy as np
 
 import fastrnn
 from fastrnn import gemm, optim
+from fastrnn.cli._common import (Parser, check_threads, check_writable_file, non_negative_int,
+                                 positive_int, run_main)
 
 PRESETS = {
     # SPEC section 6: the 12-hour full-COCO configuration.
@@ -385,29 +386,13 @@ def format_profile(contenders, iters_total):
 
 # ------------------------------------------------------------------------ CLI
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_positive, _non_negative = positive_int, non_negative_int
+PROG = "fastrnn-bench"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="fastrnn-bench",
+    parser = Parser(
+        prog=PROG,
         description="Time training iterations (loss + gradients + Adam) of the captioning LSTM "
                     "for the NumPy reference, each compiled fastrnn backend (fused engine) and a "
                     "PyTorch CPU model of the same architecture (plain and packed), taking turns, "
@@ -436,7 +421,7 @@ def build_parser():
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results (every timing, the table's columns, the "
                              "configuration) to this JSON file")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the weights and minibatches (default: 0)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement (it reruns 2 iterations of each "
@@ -525,7 +510,14 @@ def run(preset="full", iters=None, warmup=None, threads=None, contenders=None, s
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_main(PROG, parser, lambda args: _main(parser, args), argv)
+
+
+def _main(parser, args):
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
+    if args.json:   # before the minutes of timing, not after
+        check_writable_file(args.json, "--json")
     if args.ranks is not None:
         from fastrnn.bench_distributed import scaling_report
         cfg = PRESETS[args.preset]
@@ -552,8 +544,9 @@ def main(argv=None):
 def _write_json(path, doc):
     """--json: write ``doc`` to ``path`` (when given)."""
     if path:
-        with open(path, "w") as f:
-            json.dump(doc, f, indent=2)
+        from fastrnn.checkpoint import write_atomically
+        text = json.dumps(doc, indent=2)
+        write_atomically(path, lambda f: f.write(text.encode("utf-8")))
         print(f"wrote {path}")
 
 

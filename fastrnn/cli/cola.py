@@ -25,10 +25,8 @@ as an option. README.md lists the numbers and the commands.
 import argparse
 import copy
 import math
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,17 +34,22 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from fastrnn.checkpoint import write_atomically
+from fastrnn.cli._common import (CliError, Parser, check_threads, check_writable_file,
+                                 non_negative_float, non_negative_int, open_unit_interval,
+                                 positive_float, positive_int, run_main, unit_interval)
 from fastrnn.cola_lm import FEATURE_NAMES, lm_features
 from fastrnn.data.cola import MAX_LENGTH, N_TRAIN, PAD, SPLITS, UNK, load_cola
 from fastrnn.transformer import POOLINGS, ClassificationTransformer, matthews_corrcoef
 
 SCHEDULES = ("constant", "cosine", "linear")
+PROG = "fastrnn-cola"
 MEMBER_SEED_STRIDE = 1000  # ensemble member k uses seed + 1000 k: runs with seeds 0, 1, 2 share none
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="fastrnn-cola",
+    p = Parser(
+        prog=PROG,
         description="Train the Transformer classifier on CoLA (from scratch) and report accuracy "
                     "and Matthews correlation (MCC) of the best-on-validation checkpoint on the "
                     "held-out dev.tsv, next to the majority-class baseline.",
@@ -55,19 +58,19 @@ def build_parser():
     data.add_argument("--data", metavar="DIR", default=None,
                       help="CoLA folder with train.tsv and dev.tsv (GLUE layout); default "
                            "$FASTRNN_COLA")
-    data.add_argument("--split-seed", type=int, default=0,
+    data.add_argument("--split-seed", type=non_negative_int, default=0,
                       help="seed of the shuffle that splits train.tsv into train / validation")
-    data.add_argument("--n-train", type=int, default=N_TRAIN,
+    data.add_argument("--n-train", type=positive_int, default=N_TRAIN,
                       help="sentences of train.tsv to fit on; the rest is the validation split")
     data.add_argument("--split", choices=SPLITS, default="random",
                       help="validation split: a random share of train.tsv, or whole held-out "
                            "sources (first column) totalling about the same size, which mimics "
                            "dev's out-of-domain half")
-    data.add_argument("--max-train", type=int, default=None,
+    data.add_argument("--max-train", type=positive_int, default=None,
                       help="use only this many training sentences (quick runs)")
-    data.add_argument("--min-count", type=int, default=2,
+    data.add_argument("--min-count", type=positive_int, default=2,
                       help="words seen fewer times in the training split become <unk>")
-    data.add_argument("--max-length", type=int, default=MAX_LENGTH,
+    data.add_argument("--max-length", type=positive_int, default=MAX_LENGTH,
                       help="[CLS] + tokens are truncated/padded to this length")
     data.add_argument("--subwords", default="off", metavar="MIN-MAX",
                       help="add the mean embedding of each token's character n-grams of these "
@@ -86,10 +89,10 @@ def build_parser():
                       help="cross-fitting folds for the training sentences' LM features")
 
     model = p.add_argument_group("model")
-    model.add_argument("--hidden-dim", type=int, default=128, help="model width H")
-    model.add_argument("--heads", type=int, default=2, help="attention heads")
-    model.add_argument("--head-dim", type=int, default=96, help="per-head dim_q = dim_k = dim_v")
-    model.add_argument("--dim-feedforward", type=int, default=512,
+    model.add_argument("--hidden-dim", type=positive_int, default=128, help="model width H")
+    model.add_argument("--heads", type=positive_int, default=2, help="attention heads")
+    model.add_argument("--head-dim", type=positive_int, default=96, help="per-head dim_q = dim_k = dim_v")
+    model.add_argument("--dim-feedforward", type=positive_int, default=512,
                        help="hidden width of the feed-forward block")
     model.add_argument("--pooling", choices=POOLINGS, default="flatten",
                        help="how the (N, T, H) states become one vector per sentence: flatten "
@@ -99,32 +102,32 @@ def build_parser():
                        help="keep pad positions out of attention and pooling")
 
     train = p.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=20, help="maximum training epochs")
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--epochs", type=positive_int, default=20, help="maximum training epochs")
+    train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--bucket", type=int, default=0, metavar="B",
                        help="length bucketing: sort each pool of B batches of a shuffled epoch "
                             "by sentence length, so batches hold similar lengths and carry less "
                             "padding (faster with --mask); 0: plain shuffled batches")
-    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (Adam)")
-    train.add_argument("--weight-decay", type=float, default=0.01,
+    train.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (Adam)")
+    train.add_argument("--weight-decay", type=non_negative_float, default=0.01,
                        help="decoupled weight decay (AdamW); 0 is plain Adam")
     train.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                        help="learning rate after warmup: constant, cosine or linear decay to 0")
-    train.add_argument("--warmup", type=float, default=0.05,
+    train.add_argument("--warmup", type=open_unit_interval, default=0.05,
                        help="fraction of all steps spent warming the learning rate up from 0")
-    train.add_argument("--dropout", type=float, default=0.3,
+    train.add_argument("--dropout", type=open_unit_interval, default=0.3,
                        help="dropout on attention weights, block outputs and pooled features")
-    train.add_argument("--embed-dropout", type=float, default=0.1,
+    train.add_argument("--embed-dropout", type=open_unit_interval, default=0.1,
                        help="dropout on the summed token + position embeddings")
-    train.add_argument("--word-dropout", type=float, default=0.0,
+    train.add_argument("--word-dropout", type=open_unit_interval, default=0.0,
                        help="probability of replacing a training word by <unk>")
-    train.add_argument("--augment", type=float, default=0.0,
+    train.add_argument("--augment", type=unit_interval, default=0.0,
                        help="probability of adding, for each acceptable training sentence of a "
                             "batch, a corrupted copy labelled unacceptable (two neighbouring "
                             "words swapped, a word dropped or a word repeated)")
-    train.add_argument("--label-smoothing", type=float, default=0.0,
+    train.add_argument("--label-smoothing", type=open_unit_interval, default=0.0,
                        help="targets become y(1-s) + s/2")
-    train.add_argument("--ema", type=float, default=0.0,
+    train.add_argument("--ema", type=open_unit_interval, default=0.0,
                        help="if > 0, validate, select and test an exponential moving average of "
                             "the weights with this decay per step (e.g. 0.999); 0: the raw weights")
     train.add_argument("--swa-start", type=int, default=0, metavar="E",
@@ -138,17 +141,17 @@ def build_parser():
     train.add_argument("--mask-prob", type=float, default=0.15,
                        help="share of words hidden (replaced by <unk>) in each pre-training "
                             "sentence")
-    train.add_argument("--patience", type=int, default=5,
+    train.add_argument("--patience", type=non_negative_int, default=5,
                        help="stop after this many epochs without a better validation MCC "
                             "(0: never stop early)")
-    train.add_argument("--time-limit", type=float, default=0.0,
+    train.add_argument("--time-limit", type=non_negative_float, default=0.0,
                        help="stop after the epoch that ends past this many seconds of training "
                             "and validation (0: no limit); keeps a run inside 10 minutes on a "
                             "busy machine")
     train.add_argument("--threshold", default="0.5",
                        help="decision threshold on the probability: a number, or 'tune' to pick "
                             "the one that maximises validation MCC")
-    train.add_argument("--seed", type=int, default=0, help="seed of initial weights, batch order "
+    train.add_argument("--seed", type=non_negative_int, default=0, help="seed of initial weights, batch order "
                                                             "and dropout")
     train.add_argument("--ensemble", type=int, default=1, metavar="K",
                        help="train K models (seeds SEED + 1000 k), each selected on validation as "
@@ -162,7 +165,7 @@ def build_parser():
     run.add_argument("--threads", type=int, default=2,
                      help="torch intra-op threads; on a machine busy with other jobs 1 can be "
                           "much faster than 2")
-    run.add_argument("--bench-batches", type=int, default=20,
+    run.add_argument("--bench-batches", type=non_negative_int, default=20,
                      help="training batches timed with and without the padding mask after "
                           "training, side by side (0: skip)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -170,7 +173,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    return run_main(PROG, build_parser(), run, argv)
+
+
+def run(args):
+    check_threads(args.threads, "--threads")
+    if args.out:   # before the minutes of training, not after
+        check_writable_file(args.out, "--out")
     try:
         threshold = _parse_threshold(args.threshold)
         if args.ensemble < 1:
@@ -195,9 +204,8 @@ def main(argv=None):
                 raise ValueError(f"--lm-order must be >= 1 and --lm-folds >= 2, got "
                                  f"{args.lm_order} and {args.lm_folds}")
             attach_lm_features(data, args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"fastrnn-cola: error: {e}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as e:
+        raise CliError(str(e)) from None
     torch.set_num_threads(args.threads)
     result = train_and_evaluate(data, args, threshold)
     print_report(data, args, result)
@@ -694,8 +702,6 @@ def save_checkpoint(path, model, best, args, result=None, data=None):
     with keys ``members.<k>.*``); ``subword_to_ix`` / ``subwords`` let new
     sentences be encoded as in training.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = dict(state_dict=best["state"], word_to_ix=model.word_to_ix,
                       config=model.config(), threshold=best["threshold"], epoch=best["epoch"],
                       val_mcc=best["val_mcc"], mask=args.mask, args=vars(args),
@@ -707,9 +713,7 @@ def save_checkpoint(path, model, best, args, result=None, data=None):
     if result is not None:
         checkpoint["result"] = {k: v for k, v in result.items() if k != "history"}
         checkpoint["history"] = result["history"]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path):

@@ -6,7 +6,10 @@ import sys
 
 import numpy as np
 
+from fastrnn.cli._common import CliError, Parser, check_writable_dir, non_negative_int, run_main
 from fastrnn.data import coco, load_coco_data, synthetic
+
+PROG = "fastrnn-data"
 
 
 def _size(text):
@@ -22,8 +25,8 @@ def _size(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="fastrnn-data",
+    parser = Parser(
+        prog=PROG,
         description="COCO captioning data: write a synthetic folder in the CS231n layout, or "
                     "summarise an existing folder (real or synthetic).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,info}")
@@ -40,7 +43,7 @@ def build_parser():
                             "default for fastrnn-train); full: COCO's 400,135 train / 195,954 "
                             "val captions of 82,783 / 40,504 images; N: N train captions with "
                             "val scaled alike (default: small)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed of the images and "
+    synth.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the images and "
                        "captions (default: 0)")
     synth.add_argument("--raw-features", action="store_true",
                        help="also write the raw 4096-d fc7 feature files (2 GB at full size)")
@@ -59,9 +62,16 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    return run_main(PROG, build_parser(), run, argv)
+
+
+def run(args):
     try:
         if args.command == "synth":
+            # The parent must take the finished folder (renamed into place at the end).
+            check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out")
+            if os.path.isfile(args.out):
+                raise CliError(f"--out {args.out}: expected a folder, but it is a file")
             info = synthetic.generate(args.out, size=args.size, seed=args.seed,
                                       raw_features=args.raw_features,
                                       progress=not args.no_progress, overwrite=args.overwrite)
@@ -70,9 +80,8 @@ def main(argv=None):
         else:
             data = load_coco_data(args.dir, pca_features=not args.raw_features)
             print(format_summary(args.dir, data))
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"fastrnn-data: error: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -117,8 +126,13 @@ def format_summary(folder, data):
                  f"{', '.join(data['idx_to_word'][:8])}")
     info_path = os.path.join(folder, "synthetic_info.json")
     if os.path.isfile(info_path):
-        with open(info_path, encoding="utf-8") as f:
-            info = json.load(f)
+        try:
+            with open(info_path, encoding="utf-8") as f:
+                info = json.load(f)
+            format_synthetic_info(info)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CliError(f"{info_path} is not a readable synthetic_info.json "
+                           f"({type(err).__name__}: {err})") from None
         lines.append("  synthetic: " + format_synthetic_info(info).splitlines()[0])
         oracle = format_synthetic_info(info).splitlines()[-1].strip()
         if oracle.startswith("oracle"):

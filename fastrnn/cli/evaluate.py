@@ -5,7 +5,6 @@
 The reporting helpers here (data folder resolution, BLEU table, sample
 captions) are shared with fastrnn-train.
 """
-import argparse
 import json
 import os
 import sys
@@ -14,13 +13,12 @@ import numpy as np
 
 import fastrnn
 from fastrnn import checkpoint, metrics
+from fastrnn.cli._common import (CliError, Parser, check_threads, check_writable_file,
+                                 non_negative_int, positive_int, run_main)
 from fastrnn.data import decode_captions, load_coco_data
 
 NUM_SHOWN = 5   # sample captions printed next to their ground truth
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+PROG = "fastrnn-eval"
 
 
 # ------------------------------------------------------------ shared helpers
@@ -28,8 +26,7 @@ class CliError(Exception):
 def setup_compute(backend=None, threads=None):
     """Select the backend and thread count; returns (backend name, threads)."""
     if threads is not None:
-        if threads < 1:
-            raise CliError(f"--threads must be >= 1, got {threads}")
+        threads = check_threads(threads, "--threads")
         set_threads = getattr(fastrnn, "set_num_threads", None)
         if set_threads is not None:
             set_threads(threads)
@@ -63,8 +60,22 @@ def resolve_data_dir(data_arg, prog):
 def load_data(data_dir, max_train=None, pca_features=True, seed=0):
     try:
         return load_coco_data(data_dir, max_train=max_train, pca_features=pca_features, seed=seed)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError, KeyError) as err:
+        raise CliError(f"--data {data_dir}: {err}") from None
+
+
+def load_checkpoint_model(path):
+    """The model of a checkpoint; a missing or damaged file is a CliError naming it."""
+    try:
+        return checkpoint.load_model(path)
+    except (OSError, ValueError) as err:
         raise CliError(str(err)) from None
+
+
+def write_json(path, doc):
+    """Write a JSON document atomically (a half-written report never replaces a whole one)."""
+    text = json.dumps(doc, indent=2, default=checkpoint._to_builtin)
+    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def read_oracle(data_dir):
@@ -72,9 +83,13 @@ def read_oracle(data_dir):
     path = os.path.join(data_dir, "synthetic_info.json")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        oracle = json.load(f).get("oracle")
-    if not oracle:
+    try:
+        with open(path, encoding="utf-8") as f:
+            oracle = json.load(f).get("oracle")
+    except (OSError, ValueError, AttributeError) as err:
+        raise CliError(f"{path} is not a readable synthetic_info.json ({err}); regenerate the "
+                       f"folder with fastrnn-data synth") from None
+    if not isinstance(oracle, dict) or not oracle:
         return None
     return {"reference_bleu": oracle.get("unigram_bleu"), **oracle.get("corpus_bleu", {})}
 
@@ -149,8 +164,8 @@ def pca_for(model, data_dir):
 # ------------------------------------------------------------------- command
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="fastrnn-eval",
+    parser = Parser(
+        prog=PROG,
         description="Load a captioning model saved by fastrnn-train (checkpoint.npz), print its "
                     "BLEU scores on a split (the reference unigram BLEU and corpus BLEU-1..4, "
                     "next to the synthetic generator's oracle when the folder has one) and a few "
@@ -161,12 +176,12 @@ def build_parser():
                              "else the built-in synthetic set)")
     parser.add_argument("--split", choices=("train", "val"), default="val",
                         help="split to score (default: val)")
-    parser.add_argument("--num-samples", type=int, default=1000, metavar="N",
+    parser.add_argument("--num-samples", type=positive_int, default=1000, metavar="N",
                         help="captions for the reference BLEU and images for the corpus BLEU "
                              "(default: 1000)")
-    parser.add_argument("--beam-size", type=int, default=1, metavar="K",
+    parser.add_argument("--beam-size", type=positive_int, default=1, metavar="K",
                         help="1 = greedy decoding, K > 1 = beam search (default: 1)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the scored captions and shown images (default: 0)")
     parser.add_argument("--backend", default=None, choices=fastrnn.available_backends(),
                         help="compute backend (default: $FASTRNN_BACKEND, else the fastest)")
@@ -179,22 +194,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CliError as err:
-        print(f"fastrnn-eval: error: {err}", file=sys.stderr)
-        return 2
+    return run_main(PROG, build_parser(), run, argv)
 
 
 def run(args):
-    for name in ("num_samples", "beam_size"):
-        if getattr(args, name) < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    try:
-        model = checkpoint.load_model(args.checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        raise CliError(str(err)) from None
+    if args.json:   # before the minutes of scoring, not after
+        check_writable_file(args.json, "--json")
+    model = load_checkpoint_model(args.checkpoint)
     backend, threads = setup_compute(args.backend, args.threads)
     print(f"fastrnn-eval: {model.cell_type.upper()} hidden {model.hidden_dim}, word vectors "
           f"{model.wordvec_dim}, {model.dtype.name}; backend {backend}, threads {threads}")
@@ -210,10 +216,9 @@ def run(args):
     samples = sample_captions(model, data, args.split, beam_size=args.beam_size, seed=args.seed)
     print_samples(samples)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"checkpoint": os.path.abspath(args.checkpoint), "data": data_dir,
-                       "split": args.split, "beam_size": args.beam_size, "scores": scores,
-                       "oracle": oracle, "samples": samples}, f, indent=2)
+        write_json(args.json, {"checkpoint": os.path.abspath(args.checkpoint), "data": data_dir,
+                               "split": args.split, "beam_size": args.beam_size,
+                               "scores": scores, "oracle": oracle, "samples": samples})
     return 0
 
 

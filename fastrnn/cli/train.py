@@ -5,8 +5,10 @@
     fastrnn-train --resume runs/20260101-120000/checkpoint.npz  # continue after Ctrl-C
     torchrun --nproc-per-node 2 -m fastrnn.cli.train --distributed   # data-parallel
 
-Writes to --out: checkpoint.npz (every epoch, on Ctrl-C and at the end),
-loss.png, metrics.json and run.json (the settings, read back by --resume).
+Writes to --out: checkpoint.npz (every epoch, on Ctrl-C and at the end, only
+from finite weights and learning rate), loss.png, metrics.json and run.json (the
+settings, read back by --resume). --out is checked to be writable before the
+data is loaded.
 """
 import argparse
 import json
@@ -19,15 +21,16 @@ import numpy as np
 
 import fastrnn
 from fastrnn import checkpoint, gemm, metrics
-from fastrnn.cli.evaluate import (CliError, check_compatible, evaluate, load_data,
-                                  print_samples, print_scores, read_oracle, resolve_data_dir,
-                                  sample_captions, setup_compute)
-from fastrnn.distributed import (DistributedContext, DistributedError, distributed_solver,
-                                 launched_by_torchrun)
+from fastrnn.cli._common import (CliError, Parser, check_threads, check_writable_dir,
+                                 non_negative_int, positive_float, positive_int, run_main)
+from fastrnn.cli.evaluate import (check_compatible, evaluate, load_data, print_samples,
+                                  print_scores, read_oracle, resolve_data_dir, sample_captions,
+                                  setup_compute, write_json)
+from fastrnn.distributed import DistributedContext, distributed_solver, launched_by_torchrun
 from fastrnn.gemm import GEMM_PROVIDERS
 from fastrnn.model import CaptioningRNN
 from fastrnn.optim import RULES
-from fastrnn.solver import CaptioningSolver, TrainingDiverged
+from fastrnn.solver import CaptioningSolver
 
 PROG = "fastrnn-train"
 
@@ -43,6 +46,7 @@ PRESETS = {
 }
 # Everything a preset can set; the rest of the flags have plain defaults.
 PRESET_KEYS = tuple(PRESETS["default"])
+DEFAULT_EVAL_SAMPLES = 1000
 
 
 def _preset_help(key, text):
@@ -51,7 +55,7 @@ def _preset_help(key, text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
@@ -64,13 +68,14 @@ def build_parser():
                           initial_indent=f"  {name:<9} ", subsequent_indent=" " * 12)
             for name, values in PRESETS.items()) +
         "\n\nCtrl-C saves a checkpoint; continue with --resume OUT/checkpoint.npz\n"
-        "(add --num-epochs to train longer).")
+        "(add --num-epochs to train longer, --lr to replace the saved learning rate).\n"
+        "Errors are one line: exit status 2 for a bad flag or file, 1 if training fails.")
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="DIR",
                       help="COCO captioning folder, real (CS231n coco_captioning) or synthetic "
                            "(fastrnn-data synth). Default: $FASTRNN_DATA, else the built-in "
                            "synthetic set (20,000 captions, generated and cached on first use)")
-    data.add_argument("--max-train", type=int, metavar="N",
+    data.add_argument("--max-train", type=positive_int, metavar="N",
                       help="train on N captions drawn at random (default: all)")
     data.add_argument("--raw-features", action="store_true",
                       help="use the raw 4096-d fc7 features instead of the 512-d PCA ones")
@@ -81,32 +86,36 @@ def build_parser():
                             "the SPEC full-COCO run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
     model.add_argument("--cell-type", choices=("rnn", "lstm"),
                        help=_preset_help("cell_type", "recurrent cell"))
-    model.add_argument("--hidden-dim", type=int, metavar="H",
+    model.add_argument("--hidden-dim", type=positive_int, metavar="H",
                        help=_preset_help("hidden_dim", "hidden state size"))
-    model.add_argument("--wordvec-dim", type=int, metavar="W",
+    model.add_argument("--wordvec-dim", type=positive_int, metavar="W",
                        help=_preset_help("wordvec_dim", "word vector size"))
     model.add_argument("--dtype", choices=("float32", "float64"),
                        help=_preset_help("dtype", "weight and activation dtype"))
-    model.add_argument("--batch-size", type=int, metavar="B",
+    model.add_argument("--batch-size", type=positive_int, metavar="B",
                        help=_preset_help("batch_size", "captions per iteration"))
-    model.add_argument("--num-epochs", type=int, metavar="E",
+    model.add_argument("--num-epochs", type=non_negative_int, metavar="E",
                        help=_preset_help("num_epochs", "epochs of max(num_train // batch_size, 1) "
                                          "iterations; with --resume, the total to reach"))
     model.add_argument("--update-rule", choices=sorted(RULES),
                        help=_preset_help("update_rule", "optimizer"))
-    model.add_argument("--lr", type=float, metavar="LR", help=_preset_help("lr", "learning rate"))
-    model.add_argument("--lr-decay", type=float, metavar="F",
-                       help=_preset_help("lr_decay", "learning rate multiplier after every epoch"))
-    model.add_argument("--seed", type=int, default=0,
+    model.add_argument("--lr", type=positive_float, metavar="LR",
+                       help=_preset_help("lr", "learning rate, a finite number > 0; with "
+                                         "--resume it replaces the saved one"))
+    model.add_argument("--lr-decay", type=positive_float, metavar="F",
+                       help=_preset_help("lr_decay", "learning rate multiplier after every "
+                                         "epoch, a finite number > 0 (above 1 the rate grows)"))
+    model.add_argument("--seed", type=non_negative_int, default=0,
                        help="seed of the weights, the minibatches and --max-train (default: 0)")
-    model.add_argument("--print-every", type=int, metavar="N",
+    model.add_argument("--print-every", type=positive_int, metavar="N",
                        help=_preset_help("print_every", "log the loss every N iterations"))
 
     run = p.add_argument_group("evaluation, compute and output")
-    run.add_argument("--eval-samples", type=int, default=1000, metavar="N",
+    run.add_argument("--eval-samples", type=non_negative_int, metavar="N",
                      help="val captions (reference BLEU) and images (corpus BLEU) scored after "
-                          "every epoch and at the end; 0 skips evaluation (default: 1000)")
-    run.add_argument("--beam-size", type=int, default=1, metavar="K",
+                          "every epoch and at the end; 0 skips evaluation (default: "
+                          f"{DEFAULT_EVAL_SAMPLES}; with --resume, the resumed run's)")
+    run.add_argument("--beam-size", type=positive_int, default=1, metavar="K",
                      help="decoding for the final scores and samples: 1 = greedy, K > 1 = beam "
                           "search (default: 1)")
     run.add_argument("--backend", choices=fastrnn.available_backends(),
@@ -117,13 +126,15 @@ def build_parser():
                           "runs narrower kernels than the CPU has, else NumPy's BLAS (default: "
                           "$FASTRNN_GEMM, else auto)")
     run.add_argument("--threads", type=int, metavar="N",
-                     help="threads for the compiled kernels and BLAS (default: all cores)")
+                     help="threads for the compiled kernels and BLAS (default: all cores; with "
+                          "--resume, the count stored in the checkpoint, which a bit-exact "
+                          "resume needs)")
     run.add_argument("--out", metavar="DIR",
                      help="output folder (default: runs/<date-time>; with --resume: the "
                           "checkpoint's folder)")
     run.add_argument("--resume", metavar="CHECKPOINT",
                      help="continue the run saved in CHECKPOINT (model, optimizer, minibatch "
-                          "generator and counters), bit for bit")
+                          "generator and counters), bit for bit with the same --threads")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--distributed", action="store_true",
                      help="train data-parallel over the processes of a torchrun launch (gloo): "
@@ -141,47 +152,32 @@ def settings_from(args):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
-    for key in ("hidden_dim", "wordvec_dim", "batch_size", "print_every"):
-        if settings[key] < 1:
-            raise CliError(f"--{key.replace('_', '-')} must be >= 1, got {settings[key]}")
-    if settings["num_epochs"] < 0:
-        raise CliError(f"--num-epochs must be >= 0, got {settings['num_epochs']}")
-    if settings["lr"] <= 0:
-        raise CliError(f"--lr must be > 0, got {settings['lr']}")
-    for name in ("max_train", "eval_samples", "beam_size"):
-        value = getattr(args, name)
-        lowest = 0 if name == "eval_samples" else 1
-        if value is not None and value < lowest:
-            raise CliError(f"--{name.replace('_', '-')} must be >= {lowest}, got {value}")
     return settings
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CliError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except (TrainingDiverged, DistributedError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_main(PROG, build_parser(), run, argv)
 
 
 def run(args):
     settings = settings_from(args)
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
+    meta = _checkpoint_meta(args.resume) if args.resume else None
     saved_run = _saved_run(args.resume) if args.resume else {}
     out = args.out or (os.path.dirname(os.path.abspath(args.resume)) if args.resume
                        else os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))
+    check_writable_dir(out, "--out" if args.out else "--resume (its folder, the default --out)")
+    if args.eval_samples is None:
+        args.eval_samples = saved_run.get("eval_samples", DEFAULT_EVAL_SAMPLES)
     context = None
     if args.distributed or launched_by_torchrun():
         context = DistributedContext()
         if args.threads is None:   # share the machine's cores between its ranks
             local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size))
             args.threads = max(1, (os.cpu_count() or 1) // local_ranks)
+    if meta is not None:
+        _resume_threads(args, meta.get("solver", {}).get("num_threads"), context)
     backend, threads = setup_compute(args.backend, args.threads)
     if args.gemm is not None:
         try:
@@ -219,9 +215,10 @@ def run(args):
         context.close()
         return 0
     os.makedirs(out, exist_ok=True)
-    _write_json(os.path.join(out, "run.json"), {
+    write_json(os.path.join(out, "run.json"), {
         "data": os.path.abspath(data_dir), "max_train": max_train, "raw_features": raw_features,
-        "seed": args.seed, "preset": args.preset, "settings": settings})
+        "seed": args.seed, "preset": args.preset, "settings": settings,
+        "eval_samples": args.eval_samples})
 
     _print_plan(solver, data_dir, backend, threads, out)
     if context is not None:
@@ -231,7 +228,8 @@ def run(args):
     if first_iteration >= solver.num_iterations:
         print(f"{PROG}: nothing to train: the run is at iteration {first_iteration}, "
               f"{solver.num_epochs} epochs end at {solver.num_iterations} (raise --num-epochs)")
-    solver.train()
+    with np.errstate(over="ignore", invalid="ignore"):   # divergence is reported, not warned
+        solver.train()
     train_seconds = time.perf_counter() - start
     if context is not None:
         context.close()
@@ -240,13 +238,52 @@ def run(args):
                    first_iteration)
 
 
+def _checkpoint_meta(path):
+    """The metadata of the --resume checkpoint: a damaged file is refused before any work."""
+    try:
+        return checkpoint.read_meta(path, verify=True)
+    except (OSError, ValueError) as err:
+        raise CliError(f"--resume: {err}") from None
+
+
+# run.json keys --resume reads, with the types they must have
+_RUN_KEYS = {"data": (str, type(None)), "max_train": (int, type(None)), "raw_features": bool,
+             "eval_samples": int}
+
+
 def _saved_run(resume):
     """run.json next to the checkpoint: the data settings of the run being resumed."""
     path = os.path.join(os.path.dirname(os.path.abspath(resume)), "run.json")
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as err:
+        raise CliError(f"--resume: {path} is not a readable run.json ({err}); fix or remove "
+                       f"it and pass --data") from None
+    if not isinstance(saved, dict):
+        raise CliError(f"--resume: {path} must hold a JSON object; fix or remove it and pass "
+                       f"--data")
+    for key, kinds in _RUN_KEYS.items():
+        value = saved.get(key)
+        if key in saved and (not isinstance(value, kinds) or
+                             (isinstance(value, bool) and kinds is not bool) or
+                             (isinstance(value, int) and value < 0)):
+            raise CliError(f"--resume: {path}: '{key}' is {value!r}, not a valid value; fix or "
+                           f"remove it")
+    return saved
+
+
+def _resume_threads(args, saved, context):
+    """Default to the checkpoint's thread count; warn when another one is asked for."""
+    if saved is None:
+        return
+    if args.threads is None and context is None:
+        args.threads = saved
+    elif args.threads is not None and args.threads != saved:
+        print(f"{PROG}: warning: the checkpoint was written with {saved} threads and this run "
+              f"uses {args.threads}; a bit-exact resume needs --threads {saved}")
 
 
 def _resume(args, data, out, eval_fn, progress, context=None):
@@ -254,20 +291,30 @@ def _resume(args, data, out, eval_fn, progress, context=None):
     if args.num_epochs is not None:
         overrides["num_epochs"] = args.num_epochs
     ignored = [f"--{k.replace('_', '-')}" for k in PRESET_KEYS
-               if k not in ("num_epochs", "print_every") and getattr(args, k) is not None]
+               if k not in ("num_epochs", "print_every", "lr") and getattr(args, k) is not None]
     if ignored:
         print(f"{PROG}: --resume continues the saved run as it was; ignoring {', '.join(ignored)}")
     if args.print_every is not None:
         overrides["print_every"] = args.print_every
+    if args.lr is not None:
+        overrides["learning_rate"] = args.lr
     try:
         solver = (CaptioningSolver.resume(args.resume, data, **overrides) if context is None
                   else distributed_solver(context, None, data, resume=args.resume, **overrides))
-    except (FileNotFoundError, ValueError) as err:
-        raise CliError(str(err)) from None
+    except (OSError, ValueError) as err:
+        raise CliError(f"--resume: {err}") from None
     if context is None or context.is_main:
         print(f"{PROG}: resuming {args.resume} at iteration {solver.iteration} "
               f"(epoch {solver.epoch} of {solver.num_epochs})")
+        if args.lr is not None:
+            print(f"{PROG}: --lr {args.lr:g} replaces the checkpoint's learning rate "
+                  f"{_saved_learning_rate(args.resume):g}")
     return solver
+
+
+def _saved_learning_rate(path):
+    configs = checkpoint.read_meta(path)["optim"].values()
+    return float(next((c["learning_rate"] for c in configs if "learning_rate" in c), "nan"))
 
 
 def _epoch_eval(args):
@@ -329,7 +376,7 @@ def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads
         print_samples(samples)
         metrics_doc.update({"val": scores, "oracle": oracle, "beam_size": args.beam_size,
                             "eval_samples": args.eval_samples, "samples": samples})
-    _write_json(os.path.join(out, "metrics.json"), metrics_doc)
+    write_json(os.path.join(out, "metrics.json"), metrics_doc)
     plot_losses(solver, os.path.join(out, "loss.png"))
     print(f"\n{PROG}: wrote {os.path.join(out, 'loss.png')}, {os.path.join(out, 'metrics.json')} "
           f"and {checkpoint_path}")
@@ -365,10 +412,6 @@ def plot_losses(solver, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-def _write_json(path, doc):
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=2, default=checkpoint._to_builtin)
 
 
 if __name__ == "__main__":

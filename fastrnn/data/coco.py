@@ -14,6 +14,7 @@ A folder holds six files (the layout of the CS231n assignment, read unchanged):
 
 ``fastrnn.data.synthetic`` writes the same files from a generator.
 """
+import contextlib
 import json
 import os
 
@@ -195,7 +196,7 @@ def _read_captions(path):
     """{split: (captions, image_idxs)} read straight from the h5 datasets."""
     _require_file(path)
     out = {}
-    with h5py.File(path, "r") as f:
+    with _open_h5(path) as f:
         for split in SPLITS:
             cap_key = f"{split}_captions"
             idx_key = next((k for k in (f"{split}_image_idxs", f"{split}_image_idxes") if k in f),
@@ -226,7 +227,7 @@ def _read_features(path, pca_features):
         hint = "" if pca_features else (" Raw 4096-d features are optional; a synthetic folder "
                                          "has them only when written with --raw-features.")
         raise FileNotFoundError(f"missing COCO data file {path}.{hint} " + HOW_TO_GET_DATA)
-    with h5py.File(path, "r") as f:
+    with _open_h5(path) as f:
         ds = f.get("features")
         if not isinstance(ds, h5py.Dataset):
             raise ValueError(f"{path} must hold a dataset 'features'; it holds {sorted(f.keys())}")
@@ -234,6 +235,17 @@ def _read_features(path, pca_features):
             raise ValueError(f"{path}: 'features' must be a 2-D float array (Ni, D), got "
                              f"shape {ds.shape} dtype {ds.dtype}")
         return _read_as(ds, np.float32)
+
+
+@contextlib.contextmanager
+def _open_h5(path):
+    """h5py.File(path, 'r'), with h5py's errors (truncated or non-HDF5 file) naming the file."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{path} is not a readable HDF5 file (truncated or corrupted?): "
+                         f"{err}") from None
 
 
 def _read_as(ds, dtype):
