@@ -218,6 +218,10 @@ def model_from_checkpoint(checkpoint):
     path = checkpoint.get("path", "(in memory)")
     config = dict(checkpoint["model"])
     try:
+        # seed=0: the weights drawn here are overwritten below; an explicit seed keeps
+        # loading from advancing NumPy's global random state.
+        if config.get("seed") is None:
+            config["seed"] = 0
         model = CaptioningRNN(config.pop("word_to_idx"), dtype=np.dtype(config.pop("dtype")),
                               **config)
     except (KeyError, TypeError, ValueError) as err:
