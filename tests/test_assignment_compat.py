@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from fastrnn import layers, optim
+from fastrnn.cola.transformer import ClassificationTransformer
 from fastrnn.gradcheck import eval_numerical_gradient, rel_error
 from fastrnn.model import CaptioningRNN
 from fastrnn.solver import CaptioningSolver
-from fastrnn.transformer import ClassificationTransformer
 
 NOTEBOOK_VOCAB = {"<NULL>": 0, "cat": 2, "dog": 3}   # no <START>/<END>, ids not 0..V-1
 

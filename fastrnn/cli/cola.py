@@ -38,9 +38,9 @@ from fastrnn.checkpoint import write_atomically
 from fastrnn.cli._common import (CliError, Parser, check_threads, check_writable_file,
                                  non_negative_float, non_negative_int, open_unit_interval,
                                  positive_float, positive_int, run_main, unit_interval)
-from fastrnn.cola_lm import FEATURE_NAMES, lm_features
-from fastrnn.data.cola import MAX_LENGTH, N_TRAIN, PAD, SPLITS, UNK, load_cola
-from fastrnn.transformer import POOLINGS, ClassificationTransformer, matthews_corrcoef
+from fastrnn.cola.data import MAX_LENGTH, N_TRAIN, PAD, SPLITS, UNK, load_cola
+from fastrnn.cola.lm import FEATURE_NAMES, lm_features
+from fastrnn.cola.transformer import POOLINGS, ClassificationTransformer, matthews_corrcoef
 
 SCHEDULES = ("constant", "cosine", "linear")
 PROG = "fastrnn-cola"

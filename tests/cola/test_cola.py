@@ -13,9 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fastrnn.cli import cola as cli  # noqa: E402
-from fastrnn.data import cola  # noqa: E402
+from fastrnn.cola import data as cola  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL_COLA = next((p for p in (REPO.parent / "shared" / "data" / "cola",
                               Path("/work/shared/data/cola")) if (p / "train.tsv").is_file()), None)
 

@@ -6,12 +6,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from fastrnn.cola_lm import EOS, FEATURE_NAMES, OOV, KneserNeyLM, lm_features
+from fastrnn.cola.lm import EOS, FEATURE_NAMES, OOV, KneserNeyLM, lm_features
 
 torch = pytest.importorskip("torch")
 
 from fastrnn.cli import cola as cli  # noqa: E402
-from fastrnn.data import cola  # noqa: E402
+from fastrnn.cola import data as cola  # noqa: E402
 
 CORPUS = [s.split() for s in ["the cat sat", "the dog sat", "a cat ran", "the cat ran",
                               "a dog sat down", "the bird sat"]]

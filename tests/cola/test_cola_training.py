@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fastrnn.cli import cola as cli  # noqa: E402
-from fastrnn.data import cola  # noqa: E402
+from fastrnn.cola import data as cola  # noqa: E402
 
 SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedforward", "32",
          "--no-progress", "--threads", "1", "--bench-batches", "0"]

@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from fastrnn.data.cola import tokenize
+from fastrnn.cola.data import tokenize
 
 __all__ = ["KneserNeyLM", "sentence_scores", "lm_features", "FEATURE_NAMES"]
 

@@ -1,0 +1,1 @@
+"""The CoLA sentence classifier: the Transformer, its data and LM features."""
