@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fastrnn import layers, optim
-from fastrnn.cola.transformer import ClassificationTransformer
+from fastrnn.cola import ClassificationTransformer
 from fastrnn.gradcheck import eval_numerical_gradient, rel_error
 from fastrnn.model import CaptioningRNN
 from fastrnn.solver import CaptioningSolver

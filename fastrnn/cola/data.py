@@ -26,7 +26,7 @@ never seen in training is ``<unk>`` as a word but still has n-grams it shares
 with training words ("sneezed" -> "<sn", "eez", "ed>", ...), which is what
 dev's out-of-domain half, full of unseen words, needs.
 
-This module needs only NumPy; the arrays go to torch in ``fastrnn.cli.cola``.
+This module needs only NumPy; the arrays go to torch in ``fastrnn.cola.training``.
 """
 import csv
 import os
@@ -64,7 +64,7 @@ class ColaExample:
 class ColaSplit:
     """Encoded sentences: ids int64 (N, T), pad_mask bool (N, T), labels int64 (N,);
     subwords int64 (N, T, S) n-gram ids per token (0: none) when asked for, else None;
-    features float32 (N, F) per-sentence features (``fastrnn.cola_lm``) when attached."""
+    features float32 (N, F) per-sentence features (``fastrnn.cola.lm``) when attached."""
     ids: np.ndarray
     pad_mask: np.ndarray
     labels: np.ndarray

@@ -1,10 +1,9 @@
-"""CoLA reading/encoding (fastrnn.data.cola) and the fastrnn-cola command.
+"""CoLA reading/encoding (fastrnn.cola.data) and the fastrnn-cola command.
 
 Everything runs on a small generated GLUE-layout folder; the real CoLA release is
 used for a short run when the project's shared copy is present next to the
 repository (tests may look there; the package never does).
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from fastrnn.cli import cola as cli  # noqa: E402
 from fastrnn.cola import data as cola  # noqa: E402
+from fastrnn.cola import load_checkpoint, training  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_COLA = next((p for p in (REPO.parent / "shared" / "data" / "cola",
@@ -170,7 +170,7 @@ def test_cli_trains_reports_and_writes_a_checkpoint(cola_dir, tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "majority class (1)" in text and "sentences/s" in text and "with mask" in text
-    model, checkpoint = cli.load_checkpoint(out)
+    model, checkpoint = load_checkpoint(out)
     result = checkpoint["result"]
     assert result["majority_accuracy"] == pytest.approx(np.mean(
         cola.load_cola(cola_dir, n_train=250).test.labels == 1))
@@ -180,7 +180,7 @@ def test_cli_trains_reports_and_writes_a_checkpoint(cola_dir, tmp_path, capsys):
     assert result["test_mcc"] > 0.5, result
     # The checkpoint's model reproduces the reported score.
     data = cola.load_cola(cola_dir, n_train=250)
-    probs = cli.evaluate(model, data.test, mask=True)["probs"]
+    probs = training.evaluate(model, data.test, mask=True)["probs"]
     accuracy = np.mean((probs >= checkpoint["threshold"]) == data.test.labels)
     assert accuracy == pytest.approx(result["test_accuracy"])
     assert not list(out.parent.glob(".*tmp*"))  # the atomic write left no temporary file
@@ -201,10 +201,10 @@ def test_cli_max_pooling_checkpoint_reloads_with_max_pooling(cola_dir, tmp_path,
     out = tmp_path / "max.pt"
     assert cli.main(["--data", str(cola_dir), "--n-train", "250", "--epochs", "2",
                      "--pooling", "max", "--bench-batches", "0", "--out", str(out)] + SMALL) == 0
-    model, checkpoint = cli.load_checkpoint(out)
+    model, checkpoint = load_checkpoint(out)
     assert model.pooling == "max"
     data = cola.load_cola(cola_dir, n_train=250)
-    probs = cli.evaluate(model, data.test, mask=True)["probs"]
+    probs = training.evaluate(model, data.test, mask=True)["probs"]
     assert np.mean((probs >= 0.5) == data.test.labels) == \
         pytest.approx(checkpoint["result"]["test_accuracy"])
 
@@ -225,11 +225,11 @@ def test_cli_help_documents_every_flag(capsys):
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
-    f = cli.lr_lambda("cosine", warmup=0.1, total_steps=100)
+    f = training.lr_lambda("cosine", warmup=0.1, total_steps=100)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) < 1e-9
-    assert cli.lr_lambda("constant", 0.0, 100)(70) == 1.0
-    assert cli.lr_lambda("linear", 0.0, 100)(75) == pytest.approx(0.25)
+    assert training.lr_lambda("constant", 0.0, 100)(70) == 1.0
+    assert training.lr_lambda("linear", 0.0, 100)(75) == pytest.approx(0.25)
 
 
 # ------------------------------------------------------------------ real CoLA
@@ -254,7 +254,7 @@ def test_short_real_cola_run(capsys, tmp_path):
     assert code == 0
     text = capsys.readouterr().out
     assert "held-out dev (1043 sentences)" in text
-    result = torch.load(tmp_path / "real.pt", weights_only=False)["result"]
+    result = torch.load(tmp_path / "real.pt", weights_only=True)["result"]
     assert result["majority_accuracy"] == pytest.approx(0.6913, abs=1e-4)
     assert 0.0 <= result["test_accuracy"] <= 1.0 and -1.0 <= result["test_mcc"] <= 1.0
 
@@ -282,8 +282,8 @@ def test_corrupted_copies_are_labelled_unacceptable_and_differ_by_one_local_edit
     ids = torch.randint(3, 50, (8, T), generator=g).masked_fill(pad_mask, pad)
     ids[:, 0] = 2                                        # [CLS]
     labels = torch.tensor([1., 1., 1., 1., 0., 1., 1., 1.])
-    new_ids, new_mask, new_labels, no_subwords = cli.add_corrupted_copies(ids, pad_mask, labels,
-                                                                       1.0, pad)
+    new_ids, new_mask, new_labels, no_subwords = training.add_corrupted_copies(
+        ids, pad_mask, labels, 1.0, pad)
     assert no_subwords is None
     # Every acceptable row long enough (>= 5 tokens) gets one copy; the others none.
     sources = [0, 1, 2, 5, 6, 7]

@@ -1,5 +1,6 @@
-"""LM surprisal features for CoLA (fastrnn.cola_lm) and fastrnn-cola --lm-features.
+"""LM surprisal features for CoLA (fastrnn.cola.lm) and fastrnn-cola --lm-features.
 Small generated data only."""
+import dataclasses
 import math
 from collections import Counter
 
@@ -11,6 +12,7 @@ from fastrnn.cola.lm import EOS, FEATURE_NAMES, OOV, KneserNeyLM, lm_features
 torch = pytest.importorskip("torch")
 
 from fastrnn.cli import cola as cli  # noqa: E402
+from fastrnn.cola import TrainConfig, WithFeatures, load_checkpoint, matthews_corrcoef, training  # noqa: E402
 from fastrnn.cola import data as cola  # noqa: E402
 
 CORPUS = [s.split() for s in ["the cat sat", "the dog sat", "a cat ran", "the cat ran",
@@ -114,6 +116,8 @@ def cola_dir(write_cola):
 
 SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedforward", "32",
          "--no-progress", "--threads", "1", "--bench-batches", "0"]
+SMALL_CONFIG = dict(hidden_dim=16, heads=2, head_dim=8, dim_feedforward=32, progress=False,
+                    threads=1, bench_batches=0)
 
 
 def test_cli_lm_features_fit_first_stay_frozen_and_reload(cola_dir, tmp_path, capsys):
@@ -121,32 +125,27 @@ def test_cli_lm_features_fit_first_stay_frozen_and_reload(cola_dir, tmp_path, ca
     assert cli.main(["--data", str(cola_dir), "--n-train", "160", "--epochs", "2",
                      "--lm-features", "--lm-folds", "3", "--out", str(out)] + SMALL) == 0
     assert "held-out dev" in capsys.readouterr().out
-    model, checkpoint = cli.load_checkpoint(out)
+    model, checkpoint = load_checkpoint(out)
     assert checkpoint["num_features"] == len(FEATURE_NAMES)
-    assert isinstance(model, cli.WithFeatures)
+    assert isinstance(model, WithFeatures)
     # The feature term alone already separates this data (fitted before training).
     data = cola.load_cola(cola_dir, n_train=160, min_count=2)
-    args = cli.build_parser().parse_args(["--lm-features", "--lm-folds", "3"] + SMALL)
-    cli.attach_lm_features(data, args)
+    config = TrainConfig(lm_features=True, lm_folds=3, **SMALL_CONFIG)
+    training.attach_lm_features(data, config)
     torch.manual_seed(0)
-    fresh = cli.build_model(data, args)
+    fresh = training.build_model(data, config)
     weight = fresh.feature_layer.weight.clone()
     assert not fresh.feature_layer.weight.requires_grad and weight.abs().sum() > 0
-    val = cli._tensors(data.val)
+    val = training.to_tensors(data.val)
     feature_logits = fresh.feature_layer(val["features"])[:, 0]
-    assert cli.matthews_corrcoef(data.val.labels, feature_logits.detach().numpy() > 0) > 0.9
-    cli.fit_and_select(fresh, data, argparse_epochs(args, 1), 0.5)
+    assert matthews_corrcoef(data.val.labels, feature_logits.detach().numpy() > 0) > 0.9
+    training.fit_and_select(fresh, data, dataclasses.replace(config, epochs=1, patience=0))
     torch.testing.assert_close(fresh.feature_layer.weight, weight, rtol=0, atol=0)
     # The checkpoint's model scores sentences given their features.
     probs = model(val["ids"], val["pad_mask"], features=val["features"])
     assert probs.shape == (len(data.val), 1)
     with pytest.raises(ValueError, match="features"):
         model(val["ids"], val["pad_mask"])
-
-
-def argparse_epochs(args, epochs):
-    args.epochs, args.patience, args.out = epochs, 0, None
-    return args
 
 
 def test_cli_rejects_bad_lm_flags(cola_dir, capsys):
@@ -199,19 +198,18 @@ def test_load_cola_source_split(tmp_path):
 
 def test_swa_validates_the_mean_of_epoch_end_weights(cola_dir, monkeypatch):
     data = cola.load_cola(cola_dir, n_train=160, min_count=1)
-    args = cli.build_parser().parse_args(["--swa-start", "2", "--epochs", "3", "--patience", "0",
-                                          "--lr", "1e-2"] + SMALL)
+    config = TrainConfig(swa_start=2, epochs=3, patience=0, lr=1e-2, **SMALL_CONFIG)
     torch.manual_seed(0)
-    model = cli.build_model(data, args)
+    model = training.build_model(data, config)
     seen = []                                   # (raw weights, validated weights) per epoch
-    real_evaluate = cli.evaluate
+    real_evaluate = training.evaluate
 
     def recording_evaluate(evaluated, split, mask):
         seen.append(({n: p.detach().clone() for n, p in model.named_parameters()},
                      {n: p.detach().clone() for n, p in evaluated.named_parameters()}))
         return real_evaluate(evaluated, split, mask)
-    monkeypatch.setattr(cli, "evaluate", recording_evaluate)
-    cli.fit_and_select(model, data, args, 0.5)
+    monkeypatch.setattr(training, "evaluate", recording_evaluate)
+    training.fit_and_select(model, data, config)
     assert len(seen) == 3
     raw, validated = zip(*seen)
     name = "W_q.weight"

@@ -1,4 +1,4 @@
-"""Character n-gram subwords in fastrnn.data.cola, and the fastrnn-cola options that
+"""Character n-gram subwords in fastrnn.cola.data, and the fastrnn-cola options that
 use them (--subwords) or combine models (--ensemble). Small generated data only."""
 import numpy as np
 import pytest
@@ -6,8 +6,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fastrnn.cli import cola as cli  # noqa: E402
+from fastrnn.cola import (  # noqa: E402
+    ClassificationTransformer,  # noqa: E402
+    MeanEnsemble,
+    load_checkpoint,
+    training,
+)
 from fastrnn.cola import data as cola  # noqa: E402
-from fastrnn.cola.transformer import ClassificationTransformer  # noqa: E402
 
 SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedforward", "32",
          "--no-progress", "--threads", "1", "--bench-batches", "0"]
@@ -77,7 +82,7 @@ def test_corrupted_copies_carry_their_subwords():
     pad_mask = torch.arange(T)[None, :] >= lengths[:, None]
     ids = torch.arange(30).reshape(3, T).masked_fill(pad_mask, 0)
     subwords = (ids[..., None] * 100 + torch.arange(3)).masked_fill(pad_mask[..., None], 0)
-    new_ids, new_mask, _, new_sub = cli.add_corrupted_copies(
+    new_ids, new_mask, _, new_sub = training.add_corrupted_copies(
         ids, pad_mask, torch.ones(3), 1.0, 0, subwords)
     assert len(new_ids) == 6 and torch.equal(new_sub[:3], subwords)
     # Each copy's subwords are those of the token now at that position.
@@ -94,8 +99,8 @@ def test_subword_ensemble_run_writes_a_checkpoint_that_reproduces_it(cola_dir, t
     assert code == 0
     text = capsys.readouterr().out
     assert "2-member ensemble (mean of probabilities)" in text and "seed 1000" in text
-    model, checkpoint = cli.load_checkpoint(out)
-    assert isinstance(model, cli.MeanEnsemble) and checkpoint["ensemble"] == 2
+    model, checkpoint = load_checkpoint(out)
+    assert isinstance(model, MeanEnsemble) and checkpoint["ensemble"] == 2
     a, b = model.members
     assert a.config()["num_subwords"] == len(checkpoint["subword_to_ix"]) > 1
     assert not torch.equal(a.token_embedding.weight, b.token_embedding.weight)
@@ -103,8 +108,8 @@ def test_subword_ensemble_run_writes_a_checkpoint_that_reproduces_it(cola_dir, t
     # ensemble (mean of its members) reproduces the reported accuracy.
     data = cola.load_cola(cola_dir, n_train=120, min_count=1, subwords=checkpoint["subwords"])
     assert data.subword_to_ix == checkpoint["subword_to_ix"]
-    probs = cli.evaluate(model, data.test, mask=True)["probs"]
-    member_mean = np.mean([cli.evaluate(m, data.test, mask=True)["probs"] for m in (a, b)], 0)
+    probs = training.evaluate(model, data.test, mask=True)["probs"]
+    member_mean = np.mean([training.evaluate(m, data.test, mask=True)["probs"] for m in (a, b)], 0)
     np.testing.assert_allclose(probs, member_mean, rtol=1e-5)
     accuracy = np.mean((probs >= checkpoint["threshold"]) == data.test.labels)
     assert accuracy == pytest.approx(checkpoint["result"]["test_accuracy"])
@@ -115,7 +120,7 @@ def test_single_model_checkpoint_with_subwords_loads(cola_dir, tmp_path, capsys)
     assert cli.main(["--data", str(cola_dir), "--n-train", "120", "--epochs", "1",
                      "--subwords", "2-4", "--augment", "0.5", "--word-dropout", "0.2",
                      "--out", str(out)] + SMALL) == 0
-    model, checkpoint = cli.load_checkpoint(out)
+    model, checkpoint = load_checkpoint(out)
     assert isinstance(model, ClassificationTransformer) and checkpoint["ensemble"] == 1
     assert checkpoint["subwords"] == (2, 4) and model.num_subwords == \
         len(checkpoint["subword_to_ix"])
@@ -128,7 +133,7 @@ def test_single_model_checkpoint_with_subwords_loads(cola_dir, tmp_path, capsys)
     (["--bucket", "-1"], "--bucket must be >= 0"),
     (["--mask-prob", "1.5"], "--mask-prob must be in (0, 1)"),
     (["--subwords", "3-5", "--subword-min-count", "0", "--n-train", "100"],
-     "min_count must be >= 1"),
+     "--subword-min-count must be >= 1"),
 ])
 def test_bad_subword_and_ensemble_flags_are_rejected(cola_dir, capsys, flags, words):
     assert cli.main(["--data", str(cola_dir), "--no-progress"] + flags) == 2

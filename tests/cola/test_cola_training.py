@@ -1,13 +1,12 @@
 """fastrnn-cola training options: masked-token pre-training (--pretrain-epochs) and
 length bucketing (--bucket). Small generated data only."""
-import argparse
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from fastrnn.cli import cola as cli  # noqa: E402
+from fastrnn.cola import ClassificationTransformer, TrainConfig, training  # noqa: E402
 from fastrnn.cola import data as cola  # noqa: E402
 
 SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedforward", "32",
@@ -43,7 +42,7 @@ def cola_dir(write_cola):
 
 def test_encode_is_logits_before_pooling():
     data_vocab = {"<pad>": 0, "<unk>": 1, "[CLS]": 2, "a": 3}
-    model = cli.ClassificationTransformer(data_vocab, hidden_dim=8, dim_feedforward=16, dim_k=4,
+    model = ClassificationTransformer(data_vocab, hidden_dim=8, dim_feedforward=16, dim_k=4,
                                           dim_v=4, dim_q=4, max_length=6, seed=0).eval()
     ids = torch.tensor([[2, 3, 3, 0, 0, 0]])
     pad_mask = ids == 0
@@ -55,12 +54,13 @@ def test_encode_is_logits_before_pooling():
 @pytest.mark.parametrize("subwords", [None, (3, 4)])
 def test_pretraining_learns_to_predict_hidden_words(cola_dir, subwords):
     data = cola.load_cola(cola_dir, n_train=160, min_count=1, subwords=subwords)
-    args = cli.build_parser().parse_args(["--pretrain-epochs", "40", "--lr", "1e-2", "--dropout", "0",
-                                          "--batch-size", "32", "--mask-prob", "0.3"] + SMALL)
+    config = TrainConfig(pretrain_epochs=40, lr=1e-2, dropout=0, batch_size=32, mask_prob=0.3,
+                         hidden_dim=16, heads=2, head_dim=8, dim_feedforward=32, progress=False,
+                         threads=1, bench_batches=0)
     torch.manual_seed(0)
-    model = cli.build_model(data, args)
+    model = training.build_model(data, config)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    losses = cli.pretrain(model, data, args)
+    losses = training.pretrain(model, data, config)
     assert len(losses) == 40
     # Guessing from word frequencies alone costs the unigram entropy; the
     # sentences are formulaic, so context makes hidden words far more predictable.
@@ -85,11 +85,11 @@ def test_cli_pretrains_then_fits(cola_dir, capsys):
 
 def test_epoch_batches_cover_every_row_once_and_bucketing_groups_lengths():
     lengths = np.random.default_rng(0).integers(2, 40, 1000)
-    plain = cli.epoch_batches(np.random.default_rng(1), lengths, 16)
+    plain = training.epoch_batches(np.random.default_rng(1), lengths, 16)
     # No bucketing: the same batches as splitting one shuffle (what training always did).
     expected = np.array_split(np.random.default_rng(1).permutation(1000), 16)
     assert all(np.array_equal(a, b) for a, b in zip(plain, expected))
-    bucketed = cli.epoch_batches(np.random.default_rng(1), lengths, 16, bucket=8)
+    bucketed = training.epoch_batches(np.random.default_rng(1), lengths, 16, bucket=8)
     assert len(bucketed) == 16
     assert sorted(np.concatenate(bucketed).tolist()) == list(range(1000))
     padded = [sum(lengths[b].max() for b in batches) for batches in (plain, bucketed)]
@@ -105,4 +105,5 @@ def test_pretraining_flags_are_documented(capsys):
     text = capsys.readouterr().out
     for flag in ("--pretrain-epochs", "--mask-prob", "--bucket", "--subwords", "--ensemble"):
         assert flag in text
-    assert isinstance(cli.build_parser().parse_args([]), argparse.Namespace)
+    # The flags' defaults are TrainConfig's.
+    assert cli.config_from_args(cli.build_parser().parse_args([])) == TrainConfig()

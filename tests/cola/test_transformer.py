@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fastrnn.cola.transformer import POOLINGS, ClassificationTransformer, matthews_corrcoef  # noqa: E402
+from fastrnn.cola import POOLINGS, ClassificationTransformer, matthews_corrcoef  # noqa: E402
 
 V, H, T_MAX = 23, 16, 10
 

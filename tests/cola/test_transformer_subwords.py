@@ -3,7 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fastrnn.cola.transformer import ClassificationTransformer  # noqa: E402
+from fastrnn.cola import ClassificationTransformer  # noqa: E402
 
 V, H, T, S, G = 12, 8, 6, 4, 30   # words, width, length, n-gram slots, n-gram table size
 
