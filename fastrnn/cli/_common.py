@@ -38,7 +38,18 @@ class CliError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line ``fastrnn-X: error: ...`` (exit 2)."""
+    """An ArgumentParser whose errors are one line ``fastrnn-X: error: ...`` (exit 2).
+
+    A script's top-level parser also has ``--version`` (``fastrnn-X <version>``,
+    from ``fastrnn.__version__``); subcommand parsers ('fastrnn-data synth') do not.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if " " not in self.prog:
+            from fastrnn import __version__
+            self.add_argument("--version", action="version", version=f"{self.prog} {__version__}",
+                              help="print the program's name and fastrnn's version, then exit")
 
     def error(self, message):
         # Subcommand parsers are called 'fastrnn-data synth'; the line names the script.
