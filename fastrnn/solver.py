@@ -93,11 +93,18 @@ class CaptioningSolver:
         ``epoch`` and ``iteration`` added, go to ``eval_history``.
     progress : bool
         Show a tqdm progress bar with the loss and seconds per iteration.
+    on_record : callable or None
+        ``on_record(record)`` receives one plain dict (JSON-ready) per logged
+        iteration (the ``print_every`` cadence, whether or not ``verbose``):
+        ``event='iteration'``, ``iteration``, ``epoch`` (iteration / iterations per
+        epoch), ``loss``, ``learning_rate``, ``seconds_per_iteration``; and one per
+        evaluation: ``event='eval'``, ``iteration``, ``epoch`` and ``eval_fn``'s
+        results. ``fastrnn-train`` writes them to ``metrics.jsonl``.
     """
 
     def __init__(self, model, data, update_rule="sgd", optim_config={}, lr_decay=1.0,
                  batch_size=100, num_epochs=10, print_every=10, verbose=True, *, seed=None,
-                 checkpoint_dir=None, eval_fn=None, progress=True):
+                 checkpoint_dir=None, eval_fn=None, progress=True, on_record=None):
         _check_data(data)
         for name, value, lowest in (("batch_size", batch_size, 1), ("num_epochs", num_epochs, 0),
                                     ("print_every", print_every, 1)):
@@ -127,6 +134,7 @@ class CaptioningSolver:
         self.checkpoint_dir = checkpoint_dir
         self.eval_fn = eval_fn
         self.progress = progress
+        self.on_record = on_record
         self.checkpoint_num_threads = None   # set by load_checkpoint
         self._reset()
 
@@ -197,6 +205,7 @@ class CaptioningSolver:
             if self.epochs_closed < self.epoch:   # resumed before an epoch's end-of-epoch work
                 self._end_epoch(bar)
             while self.iteration < total:
+                learning_rate = self.learning_rate   # the rate this iteration uses
                 start = time.perf_counter()
                 loss = self._step()
                 seconds = time.perf_counter() - start
@@ -204,9 +213,12 @@ class CaptioningSolver:
                 bar.set_postfix(loss=f"{loss:.4f}", s_per_it=f"{seconds:.3f}", refresh=False)
                 bar.update(1)
                 # CS231n counts t from 0 and prints t + 1 when t % print_every == 0.
-                if self.verbose and (self.iteration - 1) % self.print_every == 0:
-                    bar.write(f"(Iteration {self.iteration} / {total}) loss: {loss:.6f}  "
-                              f"[{seconds:.3f} s/it]")
+                if (self.iteration - 1) % self.print_every == 0:
+                    if self.verbose:
+                        bar.write(f"(Iteration {self.iteration} / {total}) loss: {loss:.6f}  "
+                                  f"[{seconds:.3f} s/it]")
+                    self._record(event="iteration", loss=loss, seconds_per_iteration=seconds,
+                                 learning_rate=learning_rate)
                 if self.iteration % self.iterations_per_epoch == 0:
                     self._end_epoch(bar)
         except KeyboardInterrupt:
@@ -292,11 +304,17 @@ class CaptioningSolver:
             raise TrainingDiverged(f"training diverged at {where}: {bad}; {kept}. "
                                    f"Try a lower learning rate.")
 
+    def _record(self, event, **fields):
+        if self.on_record is not None:
+            self.on_record({"event": event, "iteration": self.iteration,
+                            "epoch": self.iteration / self.iterations_per_epoch, **fields})
+
     def _end_epoch(self, bar):
         epoch = self.epoch
         if self.eval_fn is not None:
             results = dict(self.eval_fn(self))
             self.eval_history.append({"epoch": epoch, "iteration": self.iteration, **results})
+            self._record(event="eval", **results)
             if self.verbose:
                 shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in results.items())
