@@ -34,6 +34,7 @@ an ``eval_fn`` that wants to keep weights must copy them. Other rules are called
 as values, as in CS231n.
 """
 import contextlib
+import logging
 import numbers
 import os
 import signal
@@ -50,6 +51,10 @@ from fastrnn.data.coco import seed_from_global_state
 __all__ = ["CaptioningSolver", "TrainingDiverged"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+
+# Library notices go through logging; the CS231n per-iteration lines stay prints
+# (``verbose``), as notebooks expect them.
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -225,8 +230,9 @@ class CaptioningSolver:
             bar.close()
             if self.checkpoint_dir is not None:
                 path = self.save_checkpoint()
-                print(f"\ninterrupted after iteration {self.iteration}; checkpoint saved to "
-                      f"{path} (resume with CaptioningSolver.resume or fastrnn-train --resume)")
+                logger.warning("interrupted after iteration %d; checkpoint saved to %s (resume "
+                               "with CaptioningSolver.resume or fastrnn-train --resume)",
+                               self.iteration, path)
             raise
         finally:
             bar.close()
@@ -348,10 +354,12 @@ class CaptioningSolver:
         state = {"settings": self._settings(), "iteration": self.iteration,
                  "epochs_closed": self.epochs_closed, "eval_history": self.eval_history,
                  "num_threads": threads.get_num_threads()}
-        return checkpoint.save_checkpoint(
+        written = checkpoint.save_checkpoint(
             path, self.model, optim_configs=self.optim_configs,
             rng_state=self.rng.bit_generator.state, solver=state,
             loss_history=self.loss_history, iter_times=self.iter_times)
+        logger.info("checkpoint of iteration %d written to %s", self.iteration, written)
+        return written
 
     def load_checkpoint(self, path):
         """Continue from a checkpoint: weights, optimizer states, generator, counters, histories."""

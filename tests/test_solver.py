@@ -187,6 +187,21 @@ def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path, backend):
     assert_same_training(reference, resumed)
 
 
+def test_interruption_and_checkpoints_are_logged_not_printed(tmp_path, caplog, capsys):
+    import logging
+    solver = toy_solver(toy_data(), checkpoint_dir=tmp_path)
+    interrupt_at(solver, call=7)
+    with caplog.at_level(logging.INFO, logger="fastrnn.solver"):
+        with pytest.raises(KeyboardInterrupt):
+            solver.train()
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "fastrnn.solver"]
+    assert (logging.INFO, f"checkpoint of iteration 4 written to {tmp_path / 'checkpoint.npz'}") \
+        in messages   # the end of epoch 1
+    assert messages[-1][0] == logging.WARNING
+    assert messages[-1][1].startswith("interrupted after iteration 6; checkpoint saved to")
+    assert "interrupted" not in capsys.readouterr().out
+
+
 def test_resume_when_interrupted_during_end_of_epoch_eval(tmp_path):
     data = toy_data()
     calls = []
