@@ -61,21 +61,34 @@ class Signature:
     def tokens(self, name, a, *spec, high):
         """An integer array with every value in [0, high)."""
         self.array(name, a, *spec)
-        if a.dtype.kind not in "iu":
-            raise TypeError(f"{self.fn}: {name} must hold integer token ids, got dtype {a.dtype}")
-        if a.size:
-            lo, hi = a.min(), a.max()
-            if lo < 0 or hi >= high:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"{self.fn}: {name} holds token id {bad}, outside the valid "
-                                 f"range [0, {high}) set by the vocabulary size {high}")
-        return a
+        return check_ids(self.fn, name, a, high)
 
     def mask(self, name, a, *spec):
         self.array(name, a, *spec)
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{self.fn}: {name} must be boolean (or 0/1 numbers), got {a.dtype}")
         return a
+
+
+def check_ids(fn, name, ids, high):
+    """``ids`` must be an integer array with every value in [0, high); returns it.
+
+    Also the safety net of the kernels that index with caller ids (scatters,
+    softmax targets): a wrong id raises instead of wrapping around (-1) or
+    writing outside a buffer.
+    """
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray of integer token ids, "
+                        f"got {type(ids).__name__}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: {name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.size:
+        lo, hi = ids.min(), ids.max()
+        if lo < 0 or hi >= high:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{fn}: {name} holds token id {bad}, outside the valid "
+                             f"range [0, {high}) set by the vocabulary size {high}")
+    return ids
 
 
 def _split(dim):

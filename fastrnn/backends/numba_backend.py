@@ -23,6 +23,7 @@ signature). Small work runs on serial twins of the kernels (see ``_kernel``).
 import numpy as np
 
 from fastrnn import threads
+from fastrnn._validate import check_ids
 from fastrnn.gemm import mm as _mm   # a @ b through the default GEMM provider
 from fastrnn.backends import _numba_kernels as _k
 from fastrnn.backends.numpy_backend import (  # noqa: F401  (BLAS-only: nothing to fuse)
@@ -118,7 +119,8 @@ def _weight_grads(xs, hs, da, Wx, dh0):
 # ------------------------------------------------------------------ embedding
 
 def word_embedding_backward(dout, cache):
-    """dout (N, T, D) -> dW (V, D); repeated words accumulate."""
+    """dout (N, T, D) -> dW (V, D); repeated words accumulate. The ids are the cache's
+    own copy (see numpy_backend.word_embedding_forward); the kernel checks them too."""
     x, W_shape = cache
     dW = np.zeros(W_shape, dtype=dout.dtype)
     tokens = x.reshape(-1).astype(np.intp, copy=False)
@@ -233,6 +235,7 @@ def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
 def softmax_cross_entropy_rows(scores, y, scale):
     """scores (R, V) -> scale * (softmax - onehot(y)) in place; returns the summed loss."""
     R = scores.shape[0]
+    check_ids("softmax_cross_entropy_rows", "y", y, scores.shape[1])  # the kernel rechecks
     row_loss = np.empty(R)
     _kernel("softmax_xent_rows", scores.size)(
         scores, _tokens(y), np.ones(R, dtype=scores.dtype), float(scale), scores, row_loss)
