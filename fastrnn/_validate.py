@@ -1,7 +1,10 @@
 """Input checks at the public boundary of ``fastrnn.layers``.
 
 They cost a few microseconds per call: ndim/shape/dtype comparisons, plus one
-min/max pass over integer token arrays. Errors name the function, the argument,
+min/max pass over integer token arrays and one pass over a non-boolean mask.
+Every dimension must be at least 1: empty batches (N = 0), sequences (T = 0) and
+other empty axes are refused with a ValueError on every backend, rather than
+each backend returning its own kind of empty or NaN result. Errors name the function, the argument,
 what was expected and what was received.
 """
 import numpy as np
@@ -44,6 +47,11 @@ class Signature:
             why = ", ".join(f"{self.bound_by[d]} ({d}={self.dims[d]})" for d in dict.fromkeys(clash))
             raise ValueError(f"{self.fn}: {name} must have shape ({', '.join(spec)}) = "
                              f"{tuple(expected)} to match {why}, got {a.shape}")
+        if 0 in a.shape:
+            dim = spec[a.shape.index(0)]
+            raise ValueError(f"{self.fn}: {name} has shape {a.shape}, an empty {dim} axis; "
+                             f"every dimension must be at least 1 (empty batches, sequences "
+                             f"and vocabularies are refused on every backend)")
         return a
 
     def floats(self, name, a, *spec):
@@ -64,9 +72,15 @@ class Signature:
         return check_ids(self.fn, name, a, high)
 
     def mask(self, name, a, *spec):
+        """A boolean array, or numbers that are all 0 or 1 (a mask selects; it does not weigh)."""
         self.array(name, a, *spec)
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{self.fn}: {name} must be boolean (or 0/1 numbers), got {a.dtype}")
+        if a.dtype.kind != "b":
+            other = (a != 0) & (a != 1)
+            if other.any():
+                raise ValueError(f"{self.fn}: {name} must be boolean or hold only 0 and 1, "
+                                 f"got {a[other].flat[0]!r} at {np.argwhere(other)[0].tolist()}")
         return a
 
 

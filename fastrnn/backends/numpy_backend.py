@@ -195,17 +195,19 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     N, T, V = x.shape
     x_flat = x.reshape(N * T, V)
     y_flat = y.reshape(N * T)
-    mask_flat = mask.reshape(N * T).astype(x.dtype)
+    keep = mask.reshape(N * T).astype(bool)
 
     shifted = x_flat - x_flat.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(N * T)
-    loss = -(mask_flat * log_probs[rows, y_flat]).sum() / N
+    # Selected, not multiplied by the mask: scores at masked-out positions (even
+    # NaN or inf) never reach the loss or the gradient.
+    loss = -np.where(keep, log_probs[rows, y_flat], 0).sum() / N
 
     dx_flat = np.exp(log_probs)
     dx_flat[rows, y_flat] -= 1
     dx_flat /= N
-    dx_flat *= mask_flat[:, None]
+    dx_flat[~keep] = 0
     if verbose:
         print("dx_flat: ", dx_flat.shape)
     return loss, dx_flat.reshape(N, T, V)
