@@ -79,8 +79,9 @@ class Signature:
         if a.dtype.kind != "b":
             other = (a != 0) & (a != 1)
             if other.any():
+                where = np.argwhere(other)[0]
                 raise ValueError(f"{self.fn}: {name} must be boolean or hold only 0 and 1, "
-                                 f"got {a[other].flat[0]!r} at {np.argwhere(other)[0].tolist()}")
+                                 f"got {a[tuple(where)].item()!r} at {where.tolist()}")
         return a
 
 
