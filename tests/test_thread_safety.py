@@ -8,7 +8,10 @@ started together, and compares every call with exact equality: each product and
 kernel gives the same bits whatever runs beside it (BLAS and the kernels split
 work over output rows, never over a summed axis).
 """
+import os
+import subprocess
 import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -174,3 +177,34 @@ def test_layer_functions_from_threads(backend):
 
     _run_in_threads(work)
     assert not wrong
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba is not installed")
+def test_numba_workqueue_layer_survives_concurrent_parallel_kernels():
+    """Numba's fallback threading layer aborts the process on concurrent parallel
+    launches; the numba backend makes them take turns there (in a subprocess, so
+    that an abort fails this test instead of killing pytest)."""
+    code = textwrap.dedent("""
+        import threading
+        import numba, numpy as np, fastrnn
+        from fastrnn import layers
+        fastrnn.set_backend("numba")
+        x = np.random.default_rng(0).standard_normal((64, 16, 600)).astype(np.float32)
+        y, mask = np.zeros((64, 16), int), np.ones((64, 16), bool)   # 614,400 scores: parallel
+        want = layers.temporal_softmax_loss(x, y, mask)
+        wrong = []
+        def work():
+            for _ in range(15):
+                loss, dx = layers.temporal_softmax_loss(x, y, mask)
+                if loss != want[0] or not np.array_equal(dx, want[1]):
+                    wrong.append(1)
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print(numba.threading_layer(), len(wrong))
+    """)
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["workqueue", "0"]

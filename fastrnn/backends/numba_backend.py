@@ -20,6 +20,10 @@ which also keeps them at one compiled signature per dtype (the in-place KERNELS
 take the engine's arrays as they are; another layout compiles another
 signature). Small work runs on serial twins of the kernels (see ``_kernel``).
 """
+import functools
+import threading
+
+import numba
 import numpy as np
 
 from fastrnn import threads
@@ -47,7 +51,29 @@ PARALLEL_MIN_ELEMENTS = 1 << 19
 
 def _kernel(name, elements):
     """The parallel kernel ``name`` for big work, else its serial twin."""
-    return getattr(_k, name if elements >= PARALLEL_MIN_ELEMENTS else name + "_serial")
+    if elements < PARALLEL_MIN_ELEMENTS:
+        return getattr(_k, name + "_serial")
+    if not _launch["serialise"]:      # a thread-safe layer (omp, tbb): no lock needed
+        return getattr(_k, name)
+    return functools.partial(_launch_alone, getattr(_k, name))
+
+
+# Numba's "workqueue" threading layer (the fallback when neither OpenMP nor TBB is
+# usable) aborts the whole process when two Python threads launch parallel kernels
+# at once. Until a parallel launch shows that the layer is another one, parallel
+# kernels take turns under a lock.
+_launch = {"serialise": True}
+_launch_lock = threading.Lock()
+
+
+def _launch_alone(kernel, *args):
+    with _launch_lock:
+        result = kernel(*args)
+    try:
+        _launch["serialise"] = numba.threading_layer() == "workqueue"
+    except ValueError:   # no parallel kernel ran yet
+        pass
+    return result
 
 
 # ------------------------------------------------------------------------ RNN
