@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastrnn.metrics import matthews_corrcoef  # re-exported: its home is fastrnn.metrics
+
 __all__ = ["ClassificationTransformer", "POOLINGS", "matthews_corrcoef"]
 
 POOLINGS = ("flatten", "cls", "mean", "max")
@@ -356,18 +358,3 @@ def _check_config(word_to_ix, hidden_dim, num_heads, dim_feedforward, dim_k, dim
             or num_subwords < 0 or num_subwords == 1:
         raise ValueError(f"{fn}: num_subwords must be 0 (no subwords) or an integer >= 2 "
                          f"(id 0 is the empty slot), got {num_subwords!r}")
-
-
-def matthews_corrcoef(y_true, y_pred):
-    """Matthews correlation of two binary label vectors; 0 when a margin is constant."""
-    y_true = np.asarray(y_true).astype(bool).ravel()
-    y_pred = np.asarray(y_pred).astype(bool).ravel()
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"matthews_corrcoef: y_true and y_pred must have the same length, "
-                         f"got {y_true.size} and {y_pred.size}")
-    tp = float(np.sum(y_true & y_pred))
-    tn = float(np.sum(~y_true & ~y_pred))
-    fp = float(np.sum(~y_true & y_pred))
-    fn = float(np.sum(y_true & ~y_pred))
-    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return 0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator
