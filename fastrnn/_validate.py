@@ -1,7 +1,10 @@
 """Input checks at the public boundary of ``fastrnn.layers``.
 
 They cost a few microseconds per call: ndim/shape/dtype comparisons, plus one
-min/max pass over integer token arrays. Errors name the function, the argument,
+min/max pass over integer token arrays and one pass over a non-boolean mask.
+Every dimension must be at least 1: empty batches (N = 0), sequences (T = 0) and
+other empty axes are refused with a ValueError on every backend, rather than
+each backend returning its own kind of empty or NaN result. Errors name the function, the argument,
 what was expected and what was received.
 """
 import numpy as np
@@ -44,6 +47,11 @@ class Signature:
             why = ", ".join(f"{self.bound_by[d]} ({d}={self.dims[d]})" for d in dict.fromkeys(clash))
             raise ValueError(f"{self.fn}: {name} must have shape ({', '.join(spec)}) = "
                              f"{tuple(expected)} to match {why}, got {a.shape}")
+        if 0 in a.shape:
+            dim = spec[a.shape.index(0)]
+            raise ValueError(f"{self.fn}: {name} has shape {a.shape}, an empty {dim} axis; "
+                             f"every dimension must be at least 1 (empty batches, sequences "
+                             f"and vocabularies are refused on every backend)")
         return a
 
     def floats(self, name, a, *spec):
@@ -61,21 +69,41 @@ class Signature:
     def tokens(self, name, a, *spec, high):
         """An integer array with every value in [0, high)."""
         self.array(name, a, *spec)
-        if a.dtype.kind not in "iu":
-            raise TypeError(f"{self.fn}: {name} must hold integer token ids, got dtype {a.dtype}")
-        if a.size:
-            lo, hi = a.min(), a.max()
-            if lo < 0 or hi >= high:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"{self.fn}: {name} holds token id {bad}, outside the valid "
-                                 f"range [0, {high}) set by the vocabulary size {high}")
-        return a
+        return check_ids(self.fn, name, a, high)
 
     def mask(self, name, a, *spec):
+        """A boolean array, or numbers that are all 0 or 1 (a mask selects; it does not weigh)."""
         self.array(name, a, *spec)
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{self.fn}: {name} must be boolean (or 0/1 numbers), got {a.dtype}")
+        if a.dtype.kind != "b":
+            other = (a != 0) & (a != 1)
+            if other.any():
+                where = np.argwhere(other)[0]
+                raise ValueError(f"{self.fn}: {name} must be boolean or hold only 0 and 1, "
+                                 f"got {a[tuple(where)].item()!r} at {where.tolist()}")
         return a
+
+
+def check_ids(fn, name, ids, high):
+    """``ids`` must be an integer array with every value in [0, high); returns it.
+
+    Also the safety net of the kernels that index with caller ids (scatters,
+    softmax targets): a wrong id raises instead of wrapping around (-1) or
+    writing outside a buffer.
+    """
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray of integer token ids, "
+                        f"got {type(ids).__name__}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: {name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.size:
+        lo, hi = ids.min(), ids.max()
+        if lo < 0 or hi >= high:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{fn}: {name} holds token id {bad}, outside the valid "
+                             f"range [0, {high}) set by the vocabulary size {high}")
+    return ids
 
 
 def _split(dim):

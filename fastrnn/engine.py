@@ -27,6 +27,7 @@ out for speed instead of readability:
 G is the width of the gate block: 4H for the LSTM, H for the vanilla RNN.
 Packed row ``offsets[t] + i`` holds sorted row i at step t.
 """
+import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -125,25 +126,54 @@ class Workspace:
             sum(a.nbytes for a in self.dc)
 
 
-_workspaces = OrderedDict()
-MAX_CACHED_WORKSPACES = 2
+# Idle workspaces, by key. A call checks one out and gives it back when done, so
+# concurrent calls (several Python threads, same shapes or not) never share
+# buffers; one thread calling repeatedly keeps reusing the same one.
+_workspaces = OrderedDict()        # key -> list of idle workspaces, least recent key first
+_workspaces_lock = threading.Lock()
+MAX_CACHED_WORKSPACES = 2          # distinct shapes kept idle
 
 
 def get_workspace(N, T, H, G, V, dtype):
-    """The cached workspace for these shapes (at most two are kept, least recent dropped)."""
+    """An idle cached workspace for these shapes, or a new one (not checked out:
+    the caller must not share it with a concurrent call; ``captioning_loss`` checks
+    one out instead)."""
     key = (N, T, H, G, V, np.dtype(dtype))
-    ws = _workspaces.pop(key, None)
-    if ws is None:
-        while len(_workspaces) >= MAX_CACHED_WORKSPACES:
-            _workspaces.popitem(last=False)
-        ws = Workspace(N, T, H, G, V, dtype)
-    _workspaces[key] = ws
+    with _workspaces_lock:
+        idle = _workspaces.get(key)
+        if idle:
+            _workspaces.move_to_end(key)
+            return idle[-1]
+    ws = Workspace(N, T, H, G, V, dtype)
+    _give_back(ws)
     return ws
+
+
+def _check_out(N, T, H, G, V, dtype):
+    """A workspace that no other call holds until it is given back (``_give_back``)."""
+    key = (N, T, H, G, V, np.dtype(dtype))
+    with _workspaces_lock:
+        idle = _workspaces.get(key)
+        ws = idle.pop() if idle else None
+    return ws if ws is not None else Workspace(N, T, H, G, V, dtype)
+
+
+def _give_back(ws):
+    """Cache ``ws`` as idle; keep the idle ones of at most MAX_CACHED_WORKSPACES shapes
+    (as many per shape as were in use at once), least recently used shape dropped."""
+    with _workspaces_lock:
+        idle = _workspaces.setdefault(ws.key, [])
+        if not any(w is ws for w in idle):
+            idle.append(ws)
+        _workspaces.move_to_end(ws.key)
+        while len(_workspaces) > MAX_CACHED_WORKSPACES:
+            _workspaces.popitem(last=False)
 
 
 def clear_workspaces():
     """Free every cached workspace."""
-    _workspaces.clear()
+    with _workspaces_lock:
+        _workspaces.clear()
 
 
 # ------------------------------------------------------------------- timings
@@ -191,7 +221,9 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
         provider, 'auto' unless changed, which sends large products to oneDNN inside
         PyTorch when it is installed and everything else to NumPy's BLAS.
     workspace : Workspace, optional
-        Buffers to use; default: a cached one for these shapes.
+        Buffers to use (never by two calls at once); default: a cached one for
+        these shapes that no concurrent call is using, so any number of Python
+        threads may call this at once.
     timings : dict, optional
         If given, seconds spent per phase are added to it.
 
@@ -211,7 +243,9 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     N, T = captions.shape[0], captions.shape[1] - 1
     (V, _), (H, G) = p["W_embed"].shape, p["Wh"].shape
     dtype = p["Wh"].dtype
-    ws = workspace if workspace is not None else get_workspace(N, T, H, G, V, dtype)
+    # Checked out, so that no concurrent call shares these buffers; given back at the end
+    # (after an exception it is simply not cached again).
+    ws = workspace if workspace is not None else _check_out(N, T, H, G, V, dtype)
     if ws.key != (N, T, H, G, V, np.dtype(dtype)):
         raise ValueError(f"captioning_loss: workspace was made for (N, T, H, G, V, dtype) = "
                          f"{ws.key}, this batch needs {(N, T, H, G, V, np.dtype(dtype))}")
@@ -235,6 +269,8 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
         dh0 = _backward(plan, p, ws, cell, gemm)
     with clock("weight gradients"):
         grads.update(_weight_grads(plan, p, ws, features, dh0, gemm, kernels, clock))
+    if workspace is None:
+        _give_back(ws)   # grads and loss are fresh objects: nothing returned aliases ws
     return dtype.type(loss), grads
 
 

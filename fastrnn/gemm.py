@@ -202,12 +202,15 @@ class AutoGemm:
 _cache = {}
 _cache_lock = threading.Lock()
 _default = {"name": None}
+_block = threading.local()   # a use_provider() block's choice, per Python thread
 
 
 def default_provider():
-    """Name of the provider used when none is named: the last ``set_default_provider``,
-    else ``$FASTRNN_GEMM``, else 'auto'."""
-    name = _default["name"]
+    """Name of the provider used when none is named: a ``use_provider`` block of this
+    thread, else the last ``set_default_provider``, else ``$FASTRNN_GEMM``, else 'auto'."""
+    name = getattr(_block, "name", None)
+    if name is None:
+        name = _default["name"]
     if name is None:
         name = os.environ.get(ENV, "").strip() or "auto"
         if name not in GEMM_PROVIDERS:
@@ -230,16 +233,18 @@ def mm(a, b, out=None):
 
 @contextlib.contextmanager
 def use_provider(name):
-    """Within the block, ``name`` is the default provider (``None``: leave it as it is)."""
+    """Within the block, ``name`` is the default provider of this thread (``None``: leave
+    it as it is). Other threads keep theirs, as with ``fastrnn.use_backend``."""
     if name is None:
         yield
         return
-    before = _default["name"]
-    set_default_provider(name)
+    gemm_provider(name)    # fails now if it cannot serve
+    before = getattr(_block, "name", None)
+    _block.name = name
     try:
         yield
     finally:
-        _default["name"] = before
+        _block.name = before
 
 
 def describe(name=None):

@@ -6,14 +6,18 @@ Two layers:
   generator's oracle score uses these;
 - on a model and a data dict (``reference_bleu``, ``corpus_bleu_scores``), which draw
   captions/images, ask ``model.sample`` for captions and score them with the layer above.
+
+Also ``matthews_corrcoef`` for the binary CoLA classifier (re-exported by
+``fastrnn.transformer``). Captions are strings and labels are 0/1: a list of
+tokens where a caption belongs, a bare string where a list of captions belongs,
+or probabilities where labels belong raise instead of giving a meaningless score.
+nltk, tqdm and the data module are imported on first use, so importing this
+module (as ``fastrnn.transformer`` does) stays cheap.
 """
+import math
 import warnings
 
 import numpy as np
-from nltk.translate.bleu_score import corpus_bleu, sentence_bleu
-from tqdm.auto import tqdm
-
-from fastrnn.data.coco import decode_captions, sample_coco_minibatch
 
 # Tokens that carry no caption content: CS231n's BLEU_score drops <START>, <END>, <UNK>.
 # <NULL> never survives decode_captions, but text from elsewhere may still hold it.
@@ -27,30 +31,50 @@ BLEU_WEIGHTS = {
 }
 
 
-def clean_caption(text):
-    """Caption text -> its word tokens without <START>, <END>, <UNK>, <NULL>."""
+def clean_caption(text, fn="clean_caption", name="text"):
+    """Caption text -> its word tokens without <START>, <END>, <UNK>, <NULL>.
+    (``fn`` and ``name`` say who passed ``text``, for the error message.)"""
     if not isinstance(text, str):
-        raise TypeError(f"clean_caption: text must be a str, got {type(text).__name__}")
+        raise TypeError(f"{fn}: {name} must be a caption str such as 'a man riding a horse', "
+                        f"got {type(text).__name__} {_preview(text)}")
     return [w for w in text.split() if w not in SPECIAL_TOKENS]
 
 
-def unigram_bleu(reference, candidate):
+def _preview(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _caption_list(fn, name, captions):
+    """captions must be a list/tuple (or array) of caption strings, not one string."""
+    if isinstance(captions, (str, bytes)) or not hasattr(captions, "__len__"):
+        raise TypeError(f"{fn}: {name} must be a list of caption strings, got "
+                        f"{type(captions).__name__} {_preview(captions)}")
+    return captions
+
+
+def unigram_bleu(reference, candidate, fn="unigram_bleu"):
     """Sentence BLEU-1 of a candidate caption against one reference (CS231n's BLEU_score)."""
+    from nltk.translate.bleu_score import sentence_bleu
+    ref = clean_caption(reference, fn, "reference")
+    hyp = clean_caption(candidate, fn, "candidate")
     with warnings.catch_warnings():
         # nltk warns when a candidate shares no word with the reference; the score is 0 then.
         warnings.simplefilter("ignore")
-        return float(sentence_bleu([clean_caption(reference)], clean_caption(candidate),
-                                   weights=(1.0,)))
+        return float(sentence_bleu([ref], hyp, weights=(1.0,)))
 
 
 def mean_unigram_bleu(references, candidates):
     """Average of unigram_bleu over aligned lists of reference and candidate captions."""
+    _caption_list("mean_unigram_bleu", "references", references)
+    _caption_list("mean_unigram_bleu", "candidates", candidates)
     if len(references) != len(candidates):
         raise ValueError(f"mean_unigram_bleu: {len(references)} references but "
                          f"{len(candidates)} candidates; they must pair up one to one")
     if not references:
         raise ValueError("mean_unigram_bleu: no captions to score")
-    return float(np.mean([unigram_bleu(r, c) for r, c in zip(references, candidates)]))
+    return float(np.mean([unigram_bleu(r, c, "mean_unigram_bleu")
+                          for r, c in zip(references, candidates)]))
 
 
 def corpus_bleu_1_to_4(references, candidates):
@@ -59,15 +83,21 @@ def corpus_bleu_1_to_4(references, candidates):
     references: a list (one entry per image) of lists of caption strings.
     Returns {'bleu1': ..., 'bleu4': ...}.
     """
+    from nltk.translate.bleu_score import corpus_bleu
+    fn = "corpus_bleu_1_to_4"
+    _caption_list(fn, "references", references)
+    _caption_list(fn, "candidates", candidates)
     if len(references) != len(candidates):
         raise ValueError(f"corpus_bleu_1_to_4: {len(references)} reference lists but "
                          f"{len(candidates)} candidates; they must pair up one to one")
     if not references:
         raise ValueError("corpus_bleu_1_to_4: no captions to score")
-    refs = [[clean_caption(r) for r in image_refs] for image_refs in references]
+    refs = [[clean_caption(r, fn, f"references[{i}][{j}]") for j, r in
+             enumerate(_caption_list(fn, f"references[{i}]", image_refs))]
+            for i, image_refs in enumerate(references)]
     if any(not image_refs for image_refs in refs):
         raise ValueError("corpus_bleu_1_to_4: every candidate needs at least one reference")
-    hyps = [clean_caption(c) for c in candidates]
+    hyps = [clean_caption(c, fn, f"candidates[{i}]") for i, c in enumerate(candidates)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {name: float(corpus_bleu(refs, hyps, weights=w)) for name, w in BLEU_WEIGHTS.items()}
@@ -75,6 +105,9 @@ def corpus_bleu_1_to_4(references, candidates):
 
 def model_captions(model, features, idx_to_word, batch_size=500, beam_size=1, progress=True):
     """Decoded text of ``model.sample`` for every row of features (N, D), in batches."""
+    from tqdm.auto import tqdm
+
+    from fastrnn.data.coco import decode_captions
     kwargs = {} if beam_size == 1 else {"beam_size": beam_size}
     texts = []
     starts = range(0, len(features), batch_size)
@@ -92,6 +125,7 @@ def reference_bleu(model, data, split="val", num_samples=1000, seed=0, batch_siz
     Each drawn ground-truth caption is the single reference for the model's caption of
     its image (drawn with replacement, as CS231n's evaluate_model does).
     """
+    from fastrnn.data.coco import decode_captions, sample_coco_minibatch
     _check_split(data, split)
     captions, features, _ = sample_coco_minibatch(data, num_samples, split,
                                                   rng=np.random.default_rng(seed))
@@ -121,6 +155,7 @@ def corpus_bleu_scores(model, data, split="val", num_images=1000, seed=0, beam_s
 
 def captions_by_image(captions, image_idxs, idx_to_word):
     """{image index: [decoded caption, ...]} for every image that has a caption."""
+    from fastrnn.data.coco import decode_captions
     groups = {}
     for idx, text in zip(image_idxs.tolist(), decode_captions(captions, idx_to_word)):
         groups.setdefault(idx, []).append(text)
@@ -130,3 +165,40 @@ def captions_by_image(captions, image_idxs, idx_to_word):
 def _check_split(data, split):
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+
+
+# ------------------------------------------------------------ classification
+
+def matthews_corrcoef(y_true, y_pred):
+    """Matthews correlation of two binary label vectors; 0 when a margin is constant.
+
+    Labels are bool or numbers that are all 0 or 1: threshold probabilities first
+    (``probs >= 0.5``); other values raise ValueError instead of being cast to bool.
+    """
+    y_true = _binary_labels("y_true", y_true)
+    y_pred = _binary_labels("y_pred", y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"matthews_corrcoef: y_true and y_pred must have the same length, "
+                         f"got {y_true.size} and {y_pred.size}")
+    tp = float(np.sum(y_true & y_pred))
+    tn = float(np.sum(~y_true & ~y_pred))
+    fp = float(np.sum(~y_true & y_pred))
+    fn = float(np.sum(y_true & ~y_pred))
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return 0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator
+
+
+def _binary_labels(name, labels):
+    a = np.asarray(labels)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"matthews_corrcoef: {name} must hold 0/1 (or bool) labels, "
+                        f"got dtype {a.dtype}")
+    a = a.ravel()
+    if a.dtype.kind != "b":
+        other = (a != 0) & (a != 1)
+        if other.any():
+            at = int(np.flatnonzero(other)[0])
+            raise ValueError(f"matthews_corrcoef: {name} must hold only 0 and 1 (or bool) "
+                             f"labels, got {a[at].item()!r} at index {at}; threshold "
+                             f"probabilities first, e.g. probs >= 0.5")
+    return a.astype(bool)

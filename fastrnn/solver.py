@@ -34,6 +34,7 @@ an ``eval_fn`` that wants to keep weights must copy them. Other rules are called
 as values, as in CS231n.
 """
 import contextlib
+import logging
 import numbers
 import os
 import signal
@@ -50,6 +51,10 @@ from fastrnn.data.coco import seed_from_global_state
 __all__ = ["CaptioningSolver", "TrainingDiverged"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+
+# Library notices go through logging; the CS231n per-iteration lines stay prints
+# (``verbose``), as notebooks expect them.
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -93,11 +98,18 @@ class CaptioningSolver:
         ``epoch`` and ``iteration`` added, go to ``eval_history``.
     progress : bool
         Show a tqdm progress bar with the loss and seconds per iteration.
+    on_record : callable or None
+        ``on_record(record)`` receives one plain dict (JSON-ready) per logged
+        iteration (the ``print_every`` cadence, whether or not ``verbose``):
+        ``event='iteration'``, ``iteration``, ``epoch`` (iteration / iterations per
+        epoch), ``loss``, ``learning_rate``, ``seconds_per_iteration``; and one per
+        evaluation: ``event='eval'``, ``iteration``, ``epoch`` and ``eval_fn``'s
+        results. ``fastrnn-train`` writes them to ``metrics.jsonl``.
     """
 
     def __init__(self, model, data, update_rule="sgd", optim_config={}, lr_decay=1.0,
                  batch_size=100, num_epochs=10, print_every=10, verbose=True, *, seed=None,
-                 checkpoint_dir=None, eval_fn=None, progress=True):
+                 checkpoint_dir=None, eval_fn=None, progress=True, on_record=None):
         _check_data(data)
         for name, value, lowest in (("batch_size", batch_size, 1), ("num_epochs", num_epochs, 0),
                                     ("print_every", print_every, 1)):
@@ -127,6 +139,7 @@ class CaptioningSolver:
         self.checkpoint_dir = checkpoint_dir
         self.eval_fn = eval_fn
         self.progress = progress
+        self.on_record = on_record
         self.checkpoint_num_threads = None   # set by load_checkpoint
         self._reset()
 
@@ -197,6 +210,7 @@ class CaptioningSolver:
             if self.epochs_closed < self.epoch:   # resumed before an epoch's end-of-epoch work
                 self._end_epoch(bar)
             while self.iteration < total:
+                learning_rate = self.learning_rate   # the rate this iteration uses
                 start = time.perf_counter()
                 loss = self._step()
                 seconds = time.perf_counter() - start
@@ -204,17 +218,21 @@ class CaptioningSolver:
                 bar.set_postfix(loss=f"{loss:.4f}", s_per_it=f"{seconds:.3f}", refresh=False)
                 bar.update(1)
                 # CS231n counts t from 0 and prints t + 1 when t % print_every == 0.
-                if self.verbose and (self.iteration - 1) % self.print_every == 0:
-                    bar.write(f"(Iteration {self.iteration} / {total}) loss: {loss:.6f}  "
-                              f"[{seconds:.3f} s/it]")
+                if (self.iteration - 1) % self.print_every == 0:
+                    if self.verbose:
+                        bar.write(f"(Iteration {self.iteration} / {total}) loss: {loss:.6f}  "
+                                  f"[{seconds:.3f} s/it]")
+                    self._record(event="iteration", loss=loss, seconds_per_iteration=seconds,
+                                 learning_rate=learning_rate)
                 if self.iteration % self.iterations_per_epoch == 0:
                     self._end_epoch(bar)
         except KeyboardInterrupt:
             bar.close()
             if self.checkpoint_dir is not None:
                 path = self.save_checkpoint()
-                print(f"\ninterrupted after iteration {self.iteration}; checkpoint saved to "
-                      f"{path} (resume with CaptioningSolver.resume or fastrnn-train --resume)")
+                logger.warning("interrupted after iteration %d; checkpoint saved to %s (resume "
+                               "with CaptioningSolver.resume or fastrnn-train --resume)",
+                               self.iteration, path)
             raise
         finally:
             bar.close()
@@ -292,11 +310,17 @@ class CaptioningSolver:
             raise TrainingDiverged(f"training diverged at {where}: {bad}; {kept}. "
                                    f"Try a lower learning rate.")
 
+    def _record(self, event, **fields):
+        if self.on_record is not None:
+            self.on_record({"event": event, "iteration": self.iteration,
+                            "epoch": self.iteration / self.iterations_per_epoch, **fields})
+
     def _end_epoch(self, bar):
         epoch = self.epoch
         if self.eval_fn is not None:
             results = dict(self.eval_fn(self))
             self.eval_history.append({"epoch": epoch, "iteration": self.iteration, **results})
+            self._record(event="eval", **results)
             if self.verbose:
                 shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in results.items())
@@ -330,10 +354,12 @@ class CaptioningSolver:
         state = {"settings": self._settings(), "iteration": self.iteration,
                  "epochs_closed": self.epochs_closed, "eval_history": self.eval_history,
                  "num_threads": threads.get_num_threads()}
-        return checkpoint.save_checkpoint(
+        written = checkpoint.save_checkpoint(
             path, self.model, optim_configs=self.optim_configs,
             rng_state=self.rng.bit_generator.state, solver=state,
             loss_history=self.loss_history, iter_times=self.iter_times)
+        logger.info("checkpoint of iteration %d written to %s", self.iteration, written)
+        return written
 
     def load_checkpoint(self, path):
         """Continue from a checkpoint: weights, optimizer states, generator, counters, histories."""

@@ -3,7 +3,8 @@
 The compiled kernels and the BLAS products alternate step by step, so the pools
 must agree on how many cores they may use, or they oversubscribe the machine.
 ``set_num_threads(n)`` (or ``FASTRNN_NUM_THREADS=n`` in the environment, read on
-first use) sets all three:
+first use) sets all three; a count outside [1, ``MAX_THREADS``] is refused with a
+ValueError (``check_num_threads`` is the one check, also used by the command lines):
 
 - Numba: ``numba.set_num_threads(n)``, capped at Numba's pool size
   (``NUMBA_NUM_THREADS``, by default the number of cores). Numba keeps this per
@@ -35,12 +36,26 @@ _applied = {}        # pool name -> thread count last applied to it
 _blas_limiter = []   # the live threadpoolctl limiter (kept so its limit holds)
 
 
-def _check(n, source):
+# The most threads any pool may be asked for. Above the hardware threads of the
+# largest CPUs fastrnn runs on (two 192-core sockets with SMT are 768), so no real
+# setting is refused, and far below the counts at which OpenMP fails to create its
+# team and crashes the process (100,000 threads segfault inside libgomp).
+MAX_THREADS = 1024
+
+
+def check_num_threads(n, source):
+    """``n`` as an int if it is a valid thread count (an integer in [1, MAX_THREADS]).
+
+    Raises TypeError (not an integer; bool refused) or ValueError (out of range)
+    with a message that starts with ``source``, the name of where ``n`` came from
+    (``"set_num_threads: n"``, ``"--threads"``, ``"FASTRNN_NUM_THREADS='0'"``).
+    """
+    expected = f"an integer number of threads >= 1 and <= {MAX_THREADS}"
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{source} must be an integer number of threads >= 1, "
-                        f"got {type(n).__name__} {n!r}")
-    if n < 1:
-        raise ValueError(f"{source} must be an integer number of threads >= 1, got {n}")
+        raise TypeError(f"{source} must be {expected}, got {type(n).__name__} {n!r}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{source} must be {expected}, got {n}"
+                         + (" (the limit is fastrnn.threads.MAX_THREADS)" if n > 1 else ""))
     return int(n)
 
 
@@ -51,8 +66,9 @@ def _from_env():
     try:
         n = int(raw)
     except ValueError:
-        raise ValueError(f"{ENV}={raw!r} must be an integer number of threads >= 1") from None
-    return _check(n, f"{ENV}={raw!r}")
+        raise ValueError(f"{ENV}={raw!r} must be an integer number of threads >= 1 and "
+                         f"<= {MAX_THREADS}") from None
+    return check_num_threads(n, f"{ENV}={raw!r}")
 
 
 def _wanted():
@@ -71,8 +87,9 @@ def _cores():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads (int >= 1) in the Numba, OpenMP and BLAS pools from now on."""
-    n = _check(n, "set_num_threads: n")
+    """Use ``n`` threads (int, 1 to ``MAX_THREADS``) in the Numba, OpenMP and BLAS pools
+    from now on."""
+    n = check_num_threads(n, "set_num_threads: n")
     with _lock:
         _requested["n"] = n
         _requested["env_read"] = True  # an explicit call overrides the environment

@@ -41,15 +41,16 @@ ctypedef fused real:
 cdef Py_ssize_t MIN_PARALLEL_WORK = 1 << 18
 
 
-def set_num_threads(int n):
+def set_num_threads(n):
     """Use ``n`` OpenMP threads in the parallel kernels (``omp_set_num_threads``).
 
     The setting lives in the OpenMP runtime, so it also holds for the AVX2 build of
     this module; like every OpenMP setting it applies to the calling Python thread.
+    ``n`` is checked against ``fastrnn.threads.MAX_THREADS`` here too: a team far
+    larger than that crashes libgomp when a parallel kernel starts.
     """
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive integer, got {n}")
-    openmp.omp_set_num_threads(n)
+    from fastrnn.threads import check_num_threads
+    openmp.omp_set_num_threads(<int>check_num_threads(n, "_cython_kernels.set_num_threads: n"))
 
 
 def get_num_threads():

@@ -52,6 +52,23 @@ def test_train_writes_its_outputs(trained):
     assert model.hidden_dim == 32 and model.cell_type == "lstm"
 
 
+def test_train_logs_metrics_jsonl(trained):
+    """metrics.jsonl: one JSON object per logged iteration (--print-every 5: 1, 6, 11)
+    and per evaluation, readable line by line (as pandas.read_json(lines=True) does)."""
+    out, _ = trained
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    iterations = [r for r in records if r["event"] == "iteration"]
+    assert [r["iteration"] for r in iterations] == [1, 6, 11]
+    for r in iterations:
+        assert set(r) == {"event", "iteration", "epoch", "loss", "learning_rate",
+                          "seconds_per_iteration"}
+        assert r["loss"] > 0 and r["learning_rate"] > 0 and r["seconds_per_iteration"] > 0
+    evals = [r for r in records if r["event"] == "eval"]
+    assert len(evals) == 1 and evals[0]["iteration"] == 15 and evals[0]["epoch"] == 1.0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert evals[0]["val_reference_bleu"] == metrics["eval_history"][0]["val_reference_bleu"]
+
+
 def test_train_prints_backend_speed_scores_and_samples(trained):
     _, text = trained
     assert "backend" in text and "s/iteration" in text

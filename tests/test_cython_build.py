@@ -47,8 +47,10 @@ def test_extension_was_built_with_openmp():
         assert kernels.get_num_threads() == 3   # omp_get_max_threads follows omp_set_num_threads
     finally:
         kernels.set_num_threads(before)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="number of threads >= 1 and <= 1024, got 0"):
         kernels.set_num_threads(0)
+    with pytest.raises(ValueError, match="got 100000"):   # a team that large crashes libgomp
+        kernels.set_num_threads(100000)
 
 
 @needs_extension

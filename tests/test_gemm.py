@@ -153,3 +153,22 @@ def test_use_provider_sets_the_default_for_a_block_only(monkeypatch):
         with gemm.use_provider("blis"):
             pass
     assert gemm.default_provider() == "auto"
+
+
+def test_use_provider_is_per_thread(monkeypatch):
+    """A block in one thread does not change the provider that other threads use."""
+    import threading
+    monkeypatch.delenv(gemm.ENV, raising=False)
+    inside, seen = threading.Event(), []
+
+    def other():
+        inside.wait(10)
+        seen.append(gemm.default_provider())
+
+    t = threading.Thread(target=other)
+    t.start()
+    with gemm.use_provider("numpy"):
+        inside.set()
+        t.join()
+        assert gemm.default_provider() == "numpy"
+    assert seen == ["auto"]

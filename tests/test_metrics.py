@@ -175,3 +175,53 @@ def test_model_captions_decode_like_cs231n():
     texts = metrics.model_captions(model, data["val_features"], VOCAB, batch_size=2, progress=False)
     assert texts == ["a cat <END>", "a dog <END>", "a mat <END>"]
     assert texts == decode_captions(model.sample(data["val_features"]), VOCAB)
+
+
+@pytest.mark.parametrize("call, words", [
+    # a caption given as a list of tokens instead of a string
+    (lambda: metrics.unigram_bleu(["a", "cat"], "a cat"), "unigram_bleu: reference must be a "
+                                                          "caption str"),
+    (lambda: metrics.unigram_bleu("a cat", ["a", "cat"]), "unigram_bleu: candidate must be a "
+                                                          "caption str"),
+    (lambda: metrics.mean_unigram_bleu([["a", "cat"]], ["a cat"]), "mean_unigram_bleu: "
+                                                                   "reference must be"),
+    (lambda: metrics.corpus_bleu_1_to_4([[["a", "cat"]]], ["a cat"]),
+     r"corpus_bleu_1_to_4: references\[0\]\[0\] must be a caption str"),
+    (lambda: metrics.corpus_bleu_1_to_4([["a cat"]], [["a", "cat"]]),
+     r"corpus_bleu_1_to_4: candidates\[0\] must be a caption str"),
+    # one string where a list of captions belongs (it used to be scored letter by letter)
+    (lambda: metrics.mean_unigram_bleu("a cat", "a cat"), "mean_unigram_bleu: references must "
+                                                          "be a list of caption strings"),
+    (lambda: metrics.corpus_bleu_1_to_4(["a cat"], ["a cat"]),
+     r"corpus_bleu_1_to_4: references\[0\] must be a list of caption strings, got str 'a cat'"),
+    (lambda: metrics.corpus_bleu_1_to_4([["a cat"]], "a cat"),
+     "corpus_bleu_1_to_4: candidates must be a list"),
+    (lambda: metrics.unigram_bleu("a cat", None), "candidate must be a caption str"),
+])
+def test_metrics_refuse_tokens_or_strings_in_the_wrong_place(call, words):
+    with pytest.raises(TypeError, match=words):
+        call()
+
+
+def test_matthews_corrcoef_takes_binary_labels_only():
+    y = np.array([1, 0, 1, 1, 0, 0, 1, 0])
+    p = np.array([1, 0, 0, 1, 0, 1, 1, 0])
+    want = metrics.matthews_corrcoef(y, p)
+    assert want == pytest.approx(np.corrcoef(y, p)[0, 1], abs=1e-12)
+    assert metrics.matthews_corrcoef(y.astype(bool), p.astype(np.float32)) == want
+    assert metrics.matthews_corrcoef(list(y), list(p)) == want
+    probs = np.array([0.9, 0.2, 0.4, 0.8, 0.1, 0.6, 0.7, 0.3])
+    with pytest.raises(ValueError, match=r"matthews_corrcoef: y_pred must hold only 0 and 1 .*"
+                                         r"got 0\.9 at index 0; threshold probabilities first"):
+        metrics.matthews_corrcoef(y, probs)
+    assert metrics.matthews_corrcoef(y, probs >= 0.5) == want
+    for bad in ([2, 0, 1, 1, 0, 0, 1, 0], [-1, 0, 1, 1, 0, 0, 1, 0]):
+        with pytest.raises(ValueError, match="y_true must hold only 0 and 1"):
+            metrics.matthews_corrcoef(bad, p)
+    with pytest.raises(TypeError, match="y_true must hold 0/1 .* got dtype <U"):
+        metrics.matthews_corrcoef(["1", "0"], [1, 0])
+
+
+def test_matthews_corrcoef_is_the_one_in_the_transformer_module():
+    transformer = pytest.importorskip("fastrnn.transformer")
+    assert transformer.matthews_corrcoef is metrics.matthews_corrcoef

@@ -187,6 +187,21 @@ def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path, backend):
     assert_same_training(reference, resumed)
 
 
+def test_interruption_and_checkpoints_are_logged_not_printed(tmp_path, caplog, capsys):
+    import logging
+    solver = toy_solver(toy_data(), checkpoint_dir=tmp_path)
+    interrupt_at(solver, call=7)
+    with caplog.at_level(logging.INFO, logger="fastrnn.solver"):
+        with pytest.raises(KeyboardInterrupt):
+            solver.train()
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "fastrnn.solver"]
+    assert (logging.INFO, f"checkpoint of iteration 4 written to {tmp_path / 'checkpoint.npz'}") \
+        in messages   # the end of epoch 1
+    assert messages[-1][0] == logging.WARNING
+    assert messages[-1][1].startswith("interrupted after iteration 6; checkpoint saved to")
+    assert "interrupted" not in capsys.readouterr().out
+
+
 def test_resume_when_interrupted_during_end_of_epoch_eval(tmp_path):
     data = toy_data()
     calls = []
@@ -393,3 +408,32 @@ def test_captions_learn_from_the_image_features(tmp_path):
     language_model = bleu(blind, data)
     assert seeing > features_zeroed + 0.02, (seeing, features_zeroed)
     assert seeing > language_model + 0.02, (seeing, language_model)
+
+
+def test_on_record_gets_every_logged_iteration_and_evaluation(tmp_path):
+    """The records fastrnn-train writes to metrics.jsonl: the print_every cadence
+    (1, 4, 7, ... as CS231n prints), whether or not verbose, then each evaluation."""
+    import json
+
+    from fastrnn.data.synthetic import ensure_dataset
+    from fastrnn.data import load_coco_data
+    from fastrnn.model import CaptioningRNN
+    from fastrnn.solver import CaptioningSolver
+
+    data = load_coco_data(ensure_dataset("tiny", 0, cache_dir=tmp_path), max_train=200, seed=0)
+    model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],
+                          wordvec_dim=8, hidden_dim=8, cell_type="lstm", seed=0)
+    records = []
+    solver = CaptioningSolver(model, data, update_rule="adam",
+                              optim_config={"learning_rate": 1e-2}, lr_decay=0.5, batch_size=50,
+                              num_epochs=2, print_every=3, verbose=False, seed=0, progress=False,
+                              eval_fn=lambda s: {"score": 0.5}, on_record=records.append)
+    solver.train()
+    iterations = [r for r in records if r["event"] == "iteration"]
+    assert [r["iteration"] for r in iterations] == [1, 4, 7]
+    assert [r["loss"] for r in iterations] == [solver.loss_history[i - 1] for i in (1, 4, 7)]
+    assert [r["learning_rate"] for r in iterations] == [1e-2, 1e-2, 5e-3]
+    assert all(r["seconds_per_iteration"] > 0 for r in iterations)
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [(r["iteration"], r["epoch"], r["score"]) for r in evals] == [(4, 1.0, 0.5), (8, 2.0, 0.5)]
+    json.dumps(records)   # plain data

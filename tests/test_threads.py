@@ -36,6 +36,9 @@ def blas_threads():
     ("2", TypeError, "got str '2'"),
     (True, TypeError, "got bool True"),
     (None, TypeError, "got NoneType None"),
+    (threads.MAX_THREADS + 1, ValueError, f"got {threads.MAX_THREADS + 1}"),
+    (100000, ValueError, "got 100000 (the limit is fastrnn.threads.MAX_THREADS)"),
+    (2**40, ValueError, f"got {2**40}"),
 ])
 def test_set_num_threads_rejects_bad_counts(bad, error, words):
     with pytest.raises(error, match="set_num_threads: n must be an integer number of threads >= 1"
@@ -100,7 +103,7 @@ def test_default_is_one_thread_per_core():
     assert proc.stdout.strip() == str(cores())
 
 
-@pytest.mark.parametrize("value", ["zero", "0", "1.5"])
+@pytest.mark.parametrize("value", ["zero", "0", "1.5", "100000", str(2**40)])
 def test_bad_environment_variable_fails_clearly(value):
     proc = run_python("import fastrnn; fastrnn.get_num_threads()", FASTRNN_NUM_THREADS=value)
     assert proc.returncode != 0
@@ -112,3 +115,49 @@ def test_import_stays_light():
             "print(sorted(m for m in ('numba', 'threadpoolctl', 'torch') if m in sys.modules))")
     proc = run_python(code, FASTRNN_NUM_THREADS="1")
     assert proc.stdout.strip() == "[]"
+
+
+def test_check_num_threads_names_its_source():
+    assert threads.check_num_threads(3, "--threads") == 3
+    assert type(threads.check_num_threads(__import__("numpy").int64(2), "--threads")) is int
+    assert threads.check_num_threads(threads.MAX_THREADS, "--threads") == threads.MAX_THREADS
+    with pytest.raises(ValueError, match=r"^--threads must be an integer number of threads >= 1 "
+                                         r"and <= 1024, got 100000"):
+        threads.check_num_threads(100000, "--threads")
+    with pytest.raises(TypeError, match="^--threads must be .*, got str '4'"):
+        threads.check_num_threads("4", "--threads")
+
+
+@pytest.mark.parametrize("setup", [
+    "fastrnn.set_num_threads(100000)",
+    "fastrnn.set_num_threads(2**40)",
+    "from fastrnn.backends import cython_backend; cython_backend.set_num_threads(100000)",
+    "from fastrnn.backends import cython_backend; cython_backend.set_num_threads(2**40)",
+])
+def test_huge_thread_count_is_refused_before_any_kernel_runs(setup):
+    """Then an OpenMP kernel big enough to start a team still runs (it used to segfault)."""
+    if "cython" not in fastrnn.available_backends():
+        pytest.skip("the Cython extension is not built")
+    code = ("import numpy as np, fastrnn\n"
+            "from fastrnn import layers\n"
+            "try:\n"
+            f"    {setup}\n"
+            "except ValueError as err:\n"
+            "    print('refused:', err)\n"
+            "with fastrnn.use_backend('cython'):\n"
+            "    x = np.ones((600, 1, 1000), dtype=np.float32)\n"
+            "    y = np.zeros((600, 1), dtype=int)\n"
+            "    loss, _ = layers.temporal_softmax_loss(x, y, np.ones((600, 1), bool))\n"
+            "print('ran', round(float(loss), 3))")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused:" in proc.stdout and "<= 1024" in proc.stdout
+    assert "ran 6.908" in proc.stdout   # log(1000): uniform scores over 1000 words
+
+
+def test_huge_environment_thread_count_fails_clearly_not_in_a_kernel():
+    proc = run_python("import fastrnn; fastrnn.set_backend(fastrnn.available_backends()[0])",
+                      FASTRNN_NUM_THREADS="100000")
+    assert proc.returncode == 1
+    assert "FASTRNN_NUM_THREADS='100000' must be an integer number of threads >= 1 and <= 1024" \
+        in proc.stderr

@@ -130,6 +130,42 @@ def _sigmoid(x):
     return half * (_like(1.0, x) + _tanh(half * x))
 
 
+# ------------------------------------------------------------- argument guards
+# Numba does not check bounds, so every kernel first checks (in a few integer
+# comparisons, or one pass over the ids) that no index it will form can leave
+# its arrays, and raises ValueError otherwise: whatever it is passed, it never
+# reads or writes outside a buffer.
+
+@njit(**_SERIAL)
+def _check_gates(a, h, n):
+    """a (n, 4H) gate block against h (n, H)."""
+    if a.shape[0] != n or h.shape[0] != n or a.shape[1] != 4 * h.shape[1]:
+        raise ValueError("_numba_kernels: gate arrays must be (n, 4H) for cell arrays (n, H)")
+
+
+@njit(**_SERIAL)
+def _check_like(a, b):
+    """a must have b's 2-D shape."""
+    if a.shape[0] != b.shape[0] or a.shape[1] != b.shape[1]:
+        raise ValueError("_numba_kernels: arrays of one kernel call must agree in shape")
+
+
+@njit(**_SERIAL)
+def _check_bias(b, width):
+    if b.shape[0] != width:
+        raise ValueError("_numba_kernels: the bias must have one entry per column")
+
+
+@njit(**_SERIAL)
+def _check_ids(ids, R, high):
+    """ids (R,) each in [0, high)."""
+    if ids.shape[0] != R:
+        raise ValueError("_numba_kernels: there must be one id per row")
+    for k in range(R):
+        if ids[k] < 0 or ids[k] >= high:
+            raise ValueError("_numba_kernels: an id lies outside [0, number of rows of the table)")
+
+
 # ----------------------------------------------------------------------- LSTM
 # The parallel kernels only hand rows to serial row functions. Numba's parfor
 # passes assume that distinct array arguments never alias and may reorder reads
@@ -150,6 +186,11 @@ def lstm_cell_forward(a, hw, b, prev_c, next_c, next_h):
     hw (n, 4H) prev_h @ Wh; b (4H,); prev_c (n, H) -> next_c, next_h (n, H).
     The pre-activation is (x @ Wx + prev_h @ Wh) + b, the reference's order.
     """
+    _check_gates(a, prev_c, prev_c.shape[0])
+    _check_like(hw, a)
+    _check_bias(b, a.shape[1])
+    _check_like(next_c, prev_c)
+    _check_like(next_h, prev_c)
     for r in prange(prev_c.shape[0]):
         _lstm_activate_sum_row(a, hw, b, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
@@ -158,6 +199,11 @@ def lstm_cell_forward(a, hw, b, prev_c, next_c, next_h):
 @njit(**_SERIAL)
 def lstm_cell_forward_serial(a, hw, b, prev_c, next_c, next_h):
     """lstm_cell_forward on the calling thread (for small batches)."""
+    _check_gates(a, prev_c, prev_c.shape[0])
+    _check_like(hw, a)
+    _check_bias(b, a.shape[1])
+    _check_like(next_c, prev_c)
+    _check_like(next_h, prev_c)
     for r in range(prev_c.shape[0]):
         _lstm_activate_sum_row(a, hw, b, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
@@ -167,6 +213,9 @@ def lstm_cell_forward_serial(a, hw, b, prev_c, next_c, next_h):
 def lstm_gates_forward(a, prev_c, next_c, next_h):
     """The KERNELS contract (see numpy_backend): a (n, 4H) pre-activations in,
     gate activations out; prev_c (n, H) -> next_c, next_h (n, H)."""
+    _check_gates(a, prev_c, prev_c.shape[0])
+    _check_like(next_c, prev_c)
+    _check_like(next_h, prev_c)
     for r in prange(prev_c.shape[0]):
         _lstm_activate_row(a, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
@@ -175,6 +224,9 @@ def lstm_gates_forward(a, prev_c, next_c, next_h):
 @njit(**_SERIAL)
 def lstm_gates_forward_serial(a, prev_c, next_c, next_h):
     """lstm_gates_forward on the calling thread."""
+    _check_gates(a, prev_c, prev_c.shape[0])
+    _check_like(next_c, prev_c)
+    _check_like(next_h, prev_c)
     for r in range(prev_c.shape[0]):
         _lstm_activate_row(a, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
@@ -216,6 +268,12 @@ def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
     """The KERNELS contract: gates (n, 4H) activations; prev_c, next_c (n, H);
     dnext_h, dnext_c (n, H) upstream -> da (n, 4H) pre-activation gradient,
     dprev_c (n, H) (which may be dnext_c itself)."""
+    _check_gates(gates, prev_c, prev_c.shape[0])
+    _check_like(da, gates)
+    _check_like(next_c, prev_c)
+    _check_like(dnext_h, prev_c)
+    _check_like(dnext_c, prev_c)
+    _check_like(dprev_c, prev_c)
     for r in prange(prev_c.shape[0]):
         _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r)
 
@@ -223,6 +281,12 @@ def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
 @njit(**_SERIAL)
 def lstm_gates_backward_serial(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
     """lstm_gates_backward on the calling thread."""
+    _check_gates(gates, prev_c, prev_c.shape[0])
+    _check_like(da, gates)
+    _check_like(next_c, prev_c)
+    _check_like(dnext_h, prev_c)
+    _check_like(dnext_c, prev_c)
+    _check_like(dprev_c, prev_c)
     for r in range(prev_c.shape[0]):
         _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r)
 
@@ -258,6 +322,9 @@ def _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r):
 def rnn_cell_forward(xw, hw, b, next_h):
     """xw, hw (n, H) the products x @ Wx, prev_h @ Wh; b (H,) ->
     next_h (n, H) = tanh((x @ Wx + prev_h @ Wh) + b)."""
+    _check_like(xw, next_h)
+    _check_like(hw, next_h)
+    _check_bias(b, next_h.shape[1])
     for r in prange(next_h.shape[0]):
         _rnn_forward_row(xw, hw, b, next_h, r)
 
@@ -265,6 +332,9 @@ def rnn_cell_forward(xw, hw, b, next_h):
 @njit(**_SERIAL)
 def rnn_cell_forward_serial(xw, hw, b, next_h):
     """rnn_cell_forward on the calling thread."""
+    _check_like(xw, next_h)
+    _check_like(hw, next_h)
+    _check_bias(b, next_h.shape[1])
     for r in range(next_h.shape[0]):
         _rnn_forward_row(xw, hw, b, next_h, r)
 
@@ -278,6 +348,8 @@ def _rnn_forward_row(xw, hw, b, next_h, r):
 @njit(**_PARALLEL)
 def rnn_cell_backward(dnext_h, next_h, da):
     """dnext_h, next_h (n, H) -> da (n, H), the gradient through tanh."""
+    _check_like(dnext_h, next_h)
+    _check_like(da, next_h)
     for r in prange(next_h.shape[0]):
         _rnn_backward_row(dnext_h, next_h, da, r)
 
@@ -285,6 +357,8 @@ def rnn_cell_backward(dnext_h, next_h, da):
 @njit(**_SERIAL)
 def rnn_cell_backward_serial(dnext_h, next_h, da):
     """rnn_cell_backward on the calling thread."""
+    _check_like(dnext_h, next_h)
+    _check_like(da, next_h)
     for r in range(next_h.shape[0]):
         _rnn_backward_row(dnext_h, next_h, da, r)
 
@@ -308,6 +382,9 @@ def embedding_scatter_add(tokens, dout, dW):
     Threads own blocks of columns of dW, so repeated tokens never race; within a
     block, rows are added in token order, as np.add.at does.
     """
+    if dW.shape[1] != dout.shape[1]:
+        raise ValueError("_numba_kernels: dout and dW must have the same number of columns")
+    _check_ids(tokens, dout.shape[0], dW.shape[0])
     R, D = dout.shape
     blocks = (D + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK
     for blk in prange(blocks):
@@ -330,6 +407,7 @@ def softmax_xent_rows(scores, y, weight, scale, out, row_loss):
     (out may be scores itself), row_loss (R,) float64 = weight * -log p[y].
     Each thread writes its own rows; the caller sums row_loss.
     """
+    _check_softmax(scores, y, weight, out, row_loss)
     for r in prange(scores.shape[0]):
         # a serial row function, so that out may be scores (see the LSTM note)
         row_loss[r] = _softmax_xent_row(scores, y[r], weight[r], scale, out, r)
@@ -338,8 +416,20 @@ def softmax_xent_rows(scores, y, weight, scale, out, row_loss):
 @njit(**_SERIAL)
 def softmax_xent_rows_serial(scores, y, weight, scale, out, row_loss):
     """softmax_xent_rows on the calling thread."""
+    _check_softmax(scores, y, weight, out, row_loss)
     for r in range(scores.shape[0]):
         row_loss[r] = _softmax_xent_row(scores, y[r], weight[r], scale, out, r)
+
+
+@njit(**_SERIAL)
+def _check_softmax(scores, y, weight, out, row_loss):
+    R = scores.shape[0]
+    _check_like(out, scores)
+    if weight.shape[0] != R or row_loss.shape[0] != R:
+        raise ValueError("_numba_kernels: weight and row_loss must have one entry per row")
+    if R and scores.shape[1] == 0:
+        raise ValueError("_numba_kernels: scores must have at least one column")
+    _check_ids(y, R, scores.shape[1])
 
 
 @njit(**_SERIAL)
@@ -427,6 +517,8 @@ def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2)
     scalars are cast to w's dtype, so the arithmetic is the reference's.
     Threads own distinct blocks of elements.
     """
+    if dw.shape[0] != w.shape[0] or m.shape[0] != w.shape[0] or v.shape[0] != w.shape[0]:
+        raise ValueError("_numba_kernels: w, dw, m and v must have one length")
     n = w.shape[0]
     for k in prange((n + _ADAM_BLOCK - 1) // _ADAM_BLOCK):
         b = slice(k * _ADAM_BLOCK, min((k + 1) * _ADAM_BLOCK, n))
@@ -436,6 +528,8 @@ def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2)
 @njit(**_SERIAL)
 def adam_update_serial(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
     """adam_update on the calling thread."""
+    if dw.shape[0] != w.shape[0] or m.shape[0] != w.shape[0] or v.shape[0] != w.shape[0]:
+        raise ValueError("_numba_kernels: w, dw, m and v must have one length")
     n = w.shape[0]
     for lo in range(0, n, _ADAM_BLOCK):
         b = slice(lo, min(lo + _ADAM_BLOCK, n))

@@ -138,15 +138,17 @@ def rnn_backward(dh, cache):
 # ------------------------------------------------------------------ embedding
 
 def word_embedding_forward(x, W):
-    """x int (N, T), W (V, D) -> out (N, T, D)."""
-    return W[x], (x, W.shape)
+    """x int (N, T), W (V, D) -> out (N, T, D). The cache owns the ids (flat intp copy),
+    so the backward scatters with what this forward saw whatever the caller does."""
+    return W[x], (np.array(x, dtype=np.intp).reshape(-1), W.shape)
 
 
 def word_embedding_backward(dout, cache):
-    """dout (N, T, D) -> dW (V, D); repeated words accumulate (race-free column blocks)."""
-    x, W_shape = cache
+    """dout (N, T, D) -> dW (V, D); repeated words accumulate (race-free column blocks).
+    The kernel checks every id against V before it writes."""
+    ids, W_shape = cache
     dW = np.zeros(W_shape, dtype=dout.dtype)
-    _k.embedding_backward(_c(x.reshape(-1), dtype=np.intp), _c(dout).reshape(-1, W_shape[1]), dW)
+    _k.embedding_backward(ids, _c(dout).reshape(-1, W_shape[1]), dW)
     return dW
 
 

@@ -20,9 +20,14 @@ which also keeps them at one compiled signature per dtype (the in-place KERNELS
 take the engine's arrays as they are; another layout compiles another
 signature). Small work runs on serial twins of the kernels (see ``_kernel``).
 """
+import functools
+import threading
+
+import numba
 import numpy as np
 
 from fastrnn import threads
+from fastrnn._validate import check_ids
 from fastrnn.gemm import mm as _mm   # a @ b through the default GEMM provider
 from fastrnn.backends import _numba_kernels as _k
 from fastrnn.backends.numpy_backend import (  # noqa: F401  (BLAS-only: nothing to fuse)
@@ -46,7 +51,29 @@ PARALLEL_MIN_ELEMENTS = 1 << 19
 
 def _kernel(name, elements):
     """The parallel kernel ``name`` for big work, else its serial twin."""
-    return getattr(_k, name if elements >= PARALLEL_MIN_ELEMENTS else name + "_serial")
+    if elements < PARALLEL_MIN_ELEMENTS:
+        return getattr(_k, name + "_serial")
+    if not _launch["serialise"]:      # a thread-safe layer (omp, tbb): no lock needed
+        return getattr(_k, name)
+    return functools.partial(_launch_alone, getattr(_k, name))
+
+
+# Numba's "workqueue" threading layer (the fallback when neither OpenMP nor TBB is
+# usable) aborts the whole process when two Python threads launch parallel kernels
+# at once. Until a parallel launch shows that the layer is another one, parallel
+# kernels take turns under a lock.
+_launch = {"serialise": True}
+_launch_lock = threading.Lock()
+
+
+def _launch_alone(kernel, *args):
+    with _launch_lock:
+        result = kernel(*args)
+    try:
+        _launch["serialise"] = numba.threading_layer() == "workqueue"
+    except ValueError:   # no parallel kernel ran yet
+        pass
+    return result
 
 
 # ------------------------------------------------------------------------ RNN
@@ -118,7 +145,8 @@ def _weight_grads(xs, hs, da, Wx, dh0):
 # ------------------------------------------------------------------ embedding
 
 def word_embedding_backward(dout, cache):
-    """dout (N, T, D) -> dW (V, D); repeated words accumulate."""
+    """dout (N, T, D) -> dW (V, D); repeated words accumulate. The ids are the cache's
+    own copy (see numpy_backend.word_embedding_forward); the kernel checks them too."""
     x, W_shape = cache
     dW = np.zeros(W_shape, dtype=dout.dtype)
     tokens = x.reshape(-1).astype(np.intp, copy=False)
@@ -233,6 +261,7 @@ def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
 def softmax_cross_entropy_rows(scores, y, scale):
     """scores (R, V) -> scale * (softmax - onehot(y)) in place; returns the summed loss."""
     R = scores.shape[0]
+    check_ids("softmax_cross_entropy_rows", "y", y, scores.shape[1])  # the kernel rechecks
     row_loss = np.empty(R)
     _kernel("softmax_xent_rows", scores.size)(
         scores, _tokens(y), np.ones(R, dtype=scores.dtype), float(scale), scores, row_loss)

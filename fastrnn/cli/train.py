@@ -1,12 +1,13 @@
 """fastrnn-train: train the image-captioning LSTM, then report BLEU and sample captions.
 
     fastrnn-train                        # built-in synthetic COCO set, a few minutes on 2 cores
-    fastrnn-train --data ~/coco_captioning --preset baseline    # the SPEC section 6 run
+    fastrnn-train --data ~/coco_captioning --preset baseline    # the 12-hour reference run
     fastrnn-train --resume runs/20260101-120000/checkpoint.npz  # continue after Ctrl-C
     torchrun --nproc-per-node 2 -m fastrnn.cli.train --distributed   # data-parallel
 
 Writes to --out: checkpoint.npz (every epoch, on Ctrl-C and at the end, only
-from finite weights and learning rate), loss.png, metrics.json and run.json (the
+from finite weights and learning rate), loss.png, metrics.json, metrics.jsonl (one
+JSON object per logged iteration and per evaluation) and run.json (the
 settings, read back by --resume). --out is checked to be writable before the
 data is loaded.
 """
@@ -62,7 +63,7 @@ def build_parser():
             "Train the CS231n image-captioning RNN/LSTM with fastrnn, then print val BLEU (the "
             "reference unigram BLEU and corpus BLEU-1..4, next to the synthetic generator's "
             "oracle), sample captions next to their ground truth, and write checkpoint.npz, "
-            "loss.png, metrics.json and run.json to --out.", 79),
+            "loss.png, metrics.json, metrics.jsonl and run.json to --out.", 79),
         epilog="Presets (explicit flags override them):\n" + "\n".join(
             textwrap.fill(", ".join(f"{k}={v}" for k, v in values.items()), 79,
                           initial_indent=f"  {name:<9} ", subsequent_indent=" " * 12)
@@ -220,6 +221,22 @@ def run(args):
         "seed": args.seed, "preset": args.preset, "settings": settings,
         "eval_samples": args.eval_samples})
 
+    # One JSON object per logged iteration and per evaluation, appended (a resumed
+    # run continues the same file), flushed as written so a crash loses nothing.
+    metrics_log = open(os.path.join(out, "metrics.jsonl"), "a", encoding="utf-8")
+    solver.on_record = lambda record: _append_record(metrics_log, record)
+    try:
+        return _train_and_report(args, solver, context, data, data_dir, out, backend, threads)
+    finally:
+        metrics_log.close()
+
+
+def _append_record(stream, record):
+    stream.write(json.dumps(record, default=float) + "\n")
+    stream.flush()
+
+
+def _train_and_report(args, solver, context, data, data_dir, out, backend, threads):
     _print_plan(solver, data_dir, backend, threads, out)
     if context is not None:
         print(f"{PROG}: data-parallel over {context.world_size} ranks (gloo); global batch "

@@ -1,32 +1,28 @@
-"""Scores of binary predictions: accuracy and Matthews correlation (MCC, CoLA's metric)."""
-import math
+"""Scores of binary predictions: accuracy and Matthews correlation (MCC, CoLA's metric).
 
+``matthews_corrcoef`` has one implementation, in ``fastrnn.metrics``; it is
+re-exported here so that the CoLA code finds its metrics in its own package.
+Labels are bool or 0/1 numbers: threshold probabilities first (``probs >= 0.5``).
+"""
 import numpy as np
+
+from fastrnn.metrics import matthews_corrcoef
 
 __all__ = ["accuracy", "matthews_corrcoef"]
 
 
 def accuracy(y_true, y_pred):
-    """Share of positions where the two binary label vectors agree."""
-    y_true, y_pred = _binary(y_true, y_pred, "accuracy")
+    """Share of positions where the two binary label vectors agree (0 for none)."""
+    y_true, y_pred = _labels("y_true", y_true), _labels("y_pred", y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"accuracy: y_true and y_pred must have the same length, "
+                         f"got {y_true.size} and {y_pred.size}")
     return float(np.mean(y_true == y_pred)) if y_true.size else 0.0
 
 
-def matthews_corrcoef(y_true, y_pred):
-    """Matthews correlation of two binary label vectors; 0 when a margin is constant."""
-    y_true, y_pred = _binary(y_true, y_pred, "matthews_corrcoef")
-    tp = float(np.sum(y_true & y_pred))
-    tn = float(np.sum(~y_true & ~y_pred))
-    fp = float(np.sum(~y_true & y_pred))
-    fn = float(np.sum(y_true & ~y_pred))
-    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return 0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator
-
-
-def _binary(y_true, y_pred, fn):
-    y_true = np.asarray(y_true).astype(bool).ravel()
-    y_pred = np.asarray(y_pred).astype(bool).ravel()
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"{fn}: y_true and y_pred must have the same length, "
-                         f"got {y_true.size} and {y_pred.size}")
-    return y_true, y_pred
+def _labels(name, labels):
+    a = np.asarray(labels).ravel()
+    if a.dtype.kind not in "biuf" or (a.dtype.kind != "b" and ((a != 0) & (a != 1)).any()):
+        raise ValueError(f"accuracy: {name} must hold only 0 and 1 (or bool) labels; "
+                         f"threshold probabilities first, e.g. probs >= 0.5")
+    return a.astype(bool)
