@@ -120,7 +120,7 @@ def model_captions(model, features, idx_to_word, batch_size=500, beam_size=1, pr
 
 def reference_bleu(model, data, split="val", num_samples=1000, seed=0, batch_size=500,
                    beam_size=1, progress=True):
-    """The SPEC reference metric: mean unigram BLEU over ``num_samples`` random captions.
+    """The reference metric (CS231n's evaluation): mean unigram BLEU over ``num_samples`` random captions.
 
     Each drawn ground-truth caption is the single reference for the model's caption of
     its image (drawn with replacement, as CS231n's evaluate_model does).

@@ -213,7 +213,7 @@ def test_full_disk_during_a_checkpoint_is_one_line(files, tmp_path, monkeypatch,
     assert_one_error_line(train, status, err, 1, ["No space left on device",
                                                   "previous checkpoint is kept"])
     assert (run / "checkpoint.npz").read_bytes() == ckpt.read_bytes()
-    assert sorted(os.listdir(run)) == ["checkpoint.npz", "metrics.jsonl", "run.json"]
+    assert sorted(os.listdir(run)) == ["checkpoint.npz", "metrics.jsonl", "run.json"]   # no temp file
 
 
 def test_full_disk_while_writing_a_report_names_the_file(files, tmp_path, monkeypatch, capsys):

@@ -52,7 +52,7 @@ the grammar's words and the filler words ordered by frequency (measured once on 
 reference sample, so it is the same for every dataset), as CS231n's file is.
 
 The oracle score in ``synthetic_info.json``: on the val split, one caption of an image held
-out as the "model's" caption and scored against the others (the SPEC reference metric with
+out as the "model's" caption and scored against the others (the reference metric with
 one reference, and corpus BLEU-1..4 against all the others) — a ceiling to read a trained
 model's score against.
 """
@@ -918,7 +918,7 @@ def caption_length_stats(captions):
 def oracle_scores(captions, image_idxs, idx_to_word, seed=0, num_samples=1000):
     """BLEU of one held-out caption of an image against the others (a score ceiling).
 
-    unigram_bleu: the SPEC reference metric, over num_samples random captions with another
+    unigram_bleu: the reference metric (mean unigram BLEU), over num_samples random captions with another
     caption of the same image as the candidate; corpus_bleu: for num_samples images, one
     caption against all the others. Images with a single caption are skipped.
     """
