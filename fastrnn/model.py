@@ -19,6 +19,7 @@ import numpy as np
 from fastrnn import engine, layers
 from fastrnn._validate import FLOAT_DTYPES
 from fastrnn.backends import REFERENCE, get_backend
+from fastrnn.precision import get_precision
 
 __all__ = ["CaptioningRNN"]
 
@@ -114,9 +115,12 @@ class CaptioningRNN:
         holding a gradient for every key of ``params``.
         """
         features, captions = self._check_batch(features, captions)
-        if get_backend() != REFERENCE and self.cell_type in engine.CELL_TYPES:
+        bf16 = get_precision() == "bf16" and self.dtype == np.float32
+        if (get_backend() != REFERENCE or bf16) and self.cell_type in engine.CELL_TYPES:
             # The fused path (fastrnn.engine) on the active backend's kernels; equal to
             # the reference, which the NumPy backend keeps running for readability.
+            # Mixed precision (fastrnn.precision) exists on the fused path only, so
+            # under 'bf16' it runs on the NumPy backend's kernels too.
             return engine.captioning_loss(self.params, features, captions,
                                           null_idx=self._null, cell_type=self.cell_type)
         return self._loss_reference(features, captions)
