@@ -157,20 +157,27 @@ def _kernels():
                 return (u | _QUIET_BIT) & _HIGH
             return (u + (_ROUND_BIAS + ((u >> 16) & 1))) & _HIGH
 
-        @numba.njit(parallel=True, cache=True)
         def round_f32(src, dst):    # src, dst uint32 (n,) views of float32 data
             for i in numba.prange(src.shape[0]):
                 dst[i] = rounded(np.uint64(src[i]))
 
-        @numba.njit(parallel=True, cache=True)
         def to_bits(src, dst):      # src uint32 (n,), dst uint16 (n,)
             for i in numba.prange(src.shape[0]):
                 dst[i] = rounded(np.uint64(src[i])) >> 16
 
         from fastrnn import threads
         threads.apply_to_loaded_backends()
-        _jit.update(round_f32=round_f32, to_bits=to_bits)
+        for name, fn in (("round_f32", round_f32), ("to_bits", to_bits)):
+            _jit[name] = (numba.njit(cache=True)(fn), numba.njit(parallel=True, cache=True)(fn))
     return _jit
+
+
+# Below this many elements a conversion runs on one thread: waking a pool costs more.
+PARALLEL_MIN_SIZE = 1 << 16
+
+
+def _convert(kernel, src, dst):
+    _kernels()[kernel][src.size >= PARALLEL_MIN_SIZE](src, dst)
 
 
 def _flat(a):
@@ -191,7 +198,7 @@ def round_bf16(x, out=None):
         out = np.empty_like(x, order="C")
     src, dst = _flat(x), _flat(out)
     if src is not None and dst is not None and x.size:
-        _kernels()["round_f32"](src.view(np.uint32), dst.view(np.uint32))
+        _convert("round_f32", src.view(np.uint32), dst.view(np.uint32))
     elif x.size:
         out[...] = _rounded_bits_numpy(x).view(np.float32).reshape(x.shape)
     return out
@@ -207,7 +214,7 @@ def to_bf16_bits(x, out=None):
         out = np.empty(x.shape, dtype=np.uint16)
     src, dst = _flat(x), _flat(out)
     if src is not None and dst is not None and x.size:
-        _kernels()["to_bits"](src.view(np.uint32), dst)
+        _convert("to_bits", src.view(np.uint32), dst)
     elif x.size:
         out[...] = (_rounded_bits_numpy(x) >> 16).astype(np.uint16).reshape(x.shape)
     return out
