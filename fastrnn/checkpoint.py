@@ -10,7 +10,8 @@ document in the entry ``meta``, so loading never unpickles anything.
     optim/<param>/<key>    array-valued optimizer state
     history/<name>         loss_history, iter_times (float64)
     meta                   JSON: format, model config, solver settings and
-                           counters, optimizer scalars, RNG state, eval history
+                           counters, optimizer scalars, RNG state, eval history,
+                           the precision trained in (fastrnn.precision)
 
 The file is first written to a temporary file in the same folder, flushed to
 disk, then renamed over the old one (``os.replace`` is atomic), so a crash or a
@@ -25,20 +26,22 @@ import numpy as np
 from fastrnn.model import CaptioningRNN
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_model", "model_from_checkpoint",
-           "FORMAT", "VERSION"]
+           "saved_precision", "FORMAT", "VERSION"]
 
 FORMAT = "fastrnn-captioning-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path, model, optim_configs=None, rng_state=None, solver=None,
-                    loss_history=(), iter_times=()):
+                    loss_history=(), iter_times=(), precision=None):
     """Write a checkpoint to ``path`` atomically; returns ``path``.
 
     model: a CaptioningRNN. optim_configs: {param name: config dict} as kept by
     the solver. rng_state: ``Generator.bit_generator.state``. solver: a
-    JSON-serialisable dict of solver settings and counters.
+    JSON-serialisable dict of solver settings and counters. precision: 'fp32' or
+    'bf16' (default: the one in force, ``fastrnn.get_precision()``).
     """
+    from fastrnn.precision import get_precision
     arrays = {f"param/{k}": v for k, v in model.params.items()}
     optim_scalars = {}
     for name, config in (optim_configs or {}).items():
@@ -51,7 +54,8 @@ def save_checkpoint(path, model, optim_configs=None, rng_state=None, solver=None
     arrays["history/loss_history"] = np.asarray(loss_history, dtype=np.float64)
     arrays["history/iter_times"] = np.asarray(iter_times, dtype=np.float64)
     meta = {"format": FORMAT, "version": VERSION, "model": model.config(),
-            "optim": optim_scalars, "rng_state": rng_state, "solver": solver or {}}
+            "optim": optim_scalars, "rng_state": rng_state, "solver": solver or {},
+            "precision": precision or get_precision()}
     arrays["meta"] = np.array(json.dumps(meta, default=_to_builtin))
     _write_atomically(path, lambda f: np.savez(f, **arrays))
     return path
@@ -59,7 +63,7 @@ def save_checkpoint(path, model, optim_configs=None, rng_state=None, solver=None
 
 def read_checkpoint(path):
     """Read a checkpoint -> dict with keys model (config), params, optim_configs,
-    rng_state, solver, loss_history, iter_times (Python lists)."""
+    rng_state, solver, loss_history, iter_times (Python lists), precision."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist (fastrnn-train writes "
@@ -86,7 +90,16 @@ def read_checkpoint(path):
     return {"model": meta["model"], "params": params, "optim_configs": optim_configs,
             "rng_state": meta["rng_state"], "solver": meta["solver"],
             "loss_history": arrays["history/loss_history"].tolist(),
-            "iter_times": arrays["history/iter_times"].tolist()}
+            "iter_times": arrays["history/iter_times"].tolist(),
+            "precision": meta.get("precision", "fp32")}
+
+
+def saved_precision(path):
+    """The precision a checkpoint was trained in ('fp32' for checkpoints older than the
+    setting), reading only its metadata."""
+    with np.load(os.fspath(path), allow_pickle=False) as f:
+        return json.loads(str(f["meta"])).get("precision", "fp32") if "meta" in f.files \
+            else "fp32"
 
 
 def model_from_checkpoint(checkpoint):

@@ -1,10 +1,9 @@
 """Mixed precision (fastrnn.precision): the setting, bf16 conversion, the bf16 GEMM
 providers, and the fused engine under bf16 against fp32 on every backend."""
-import os
+import json
 import subprocess
 import sys
 import threading
-import warnings
 
 import numpy as np
 import pytest
@@ -305,3 +304,36 @@ def test_solver_honours_bf16_and_tracks_fp32():
     assert len(histories["fp32"]) == 16 and np.isfinite(histories["bf16"]).all()
     assert not np.array_equal(histories["bf16"], histories["fp32"])  # bf16 did run
     np.testing.assert_allclose(histories["bf16"], histories["fp32"], rtol=1e-2)
+
+
+# ------------------------------------------------------------------ fastrnn-train
+
+def test_train_records_precision_and_resume_keeps_it(tmp_path, capsys):
+    from fastrnn import checkpoint
+    from fastrnn.cli import train
+    from fastrnn.data import synthetic
+    data = tmp_path / "coco"
+    synthetic.generate(data, size="tiny", seed=0, progress=False)
+    fast = ["--hidden-dim", "16", "--wordvec-dim", "8", "--batch-size", "300",
+            "--eval-samples", "0", "--no-progress"]
+    out = tmp_path / "run"
+    assert train.main(["--data", str(data), "--num-epochs", "1", "--out", str(out),
+                       "--precision", "bf16", *fast]) == 0
+    assert "precision bf16" in capsys.readouterr().out
+    assert fastrnn.get_precision() == "fp32"          # the flag does not outlive the run
+    ckpt = out / "checkpoint.npz"
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16"
+    assert checkpoint.read_checkpoint(ckpt)["precision"] == "bf16"
+    assert checkpoint.saved_precision(ckpt) == "bf16"
+
+    assert train.main(["--resume", str(ckpt), "--num-epochs", "2", "--out", str(tmp_path / "r1"),
+                       "--eval-samples", "0", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "r1" / "metrics.json").read_text())["precision"] == "bf16"
+    assert train.main(["--resume", str(ckpt), "--num-epochs", "2", "--out", str(tmp_path / "r2"),
+                       "--eval-samples", "0", "--no-progress", "--precision", "fp32"]) == 0
+    assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["precision"] == "fp32"
+    assert checkpoint.saved_precision(tmp_path / "r2" / "checkpoint.npz") == "fp32"
+
+    with pytest.raises(SystemExit):
+        train.main(["--precision", "fp16"])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
