@@ -279,6 +279,8 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
         loss, grads = _vocabulary(plan, p, w, ws, kernels, gemm, N, cast)
     with clock("backward: recurrence"):
         dh0 = _backward(plan, w, ws, cell, gemm, cast)
+    if bf16:    # casts no longer needed: not held through the weight gradients' peak
+        del w["Wh"], w["W_vocab"], w["W_proj"]
     with clock("weight gradients"):
         grads.update(_weight_grads(plan, w, ws, features_op, dh0, gemm, kernels, clock, cast))
     return dtype.type(loss), grads
@@ -440,12 +442,14 @@ def _weight_grads(plan, w, ws, features, dh0, gemm, kernels, clock, cast):
         dgates = cast(dgates, out=dgates)
     else:
         dgates = ws.dgates_b[:R]
-    S_op = cast(S)
+    db, db_proj = S.sum(axis=0), dh0.sum(axis=0)
+    same = cast is _no_cast or np.dtype(gemm.operand_dtype) == S.dtype
+    S_op = cast(S, out=S if same else None)       # in place once its sum is taken
     return {
         "Wh": gemm.mm(ws.prev_h[:R].T, dgates),
         "Wx": gemm.mm(w["W_embed"].T, S_op),
         "W_embed": gemm.mm(S_op, w["Wx"].T),
-        "b": S.sum(axis=0),
-        "W_proj": gemm.mm(features.T, cast(dh0)),
-        "b_proj": dh0.sum(axis=0),
+        "b": db,
+        "W_proj": gemm.mm(features.T, cast(dh0, out=dh0 if same else None)),
+        "b_proj": db_proj,
     }
