@@ -10,7 +10,8 @@ document in the entry ``meta``, so loading never unpickles anything.
     optim/<param>/<key>    array-valued optimizer state
     history/<name>         loss_history, iter_times (float64)
     meta                   JSON: format, model config, solver settings and
-                           counters, optimizer scalars, RNG state, eval history
+                           counters, optimizer scalars, RNG state, eval history,
+                           the precision trained in (fastrnn.precision)
 
 The file is first written to a temporary file in the same folder, flushed to
 disk, then renamed over the old one (``os.replace`` is atomic), so a crash, a
@@ -41,7 +42,7 @@ import numpy as np
 from fastrnn.model import CaptioningRNN
 
 __all__ = ["save_checkpoint", "read_checkpoint", "read_meta", "load_model",
-           "model_from_checkpoint", "nonfinite_state", "write_atomically",
+           "model_from_checkpoint", "nonfinite_state", "saved_precision", "write_atomically",
            "remove_stale_temp_files", "CheckpointError", "CheckpointWriteError",
            "NonFiniteState", "FORMAT", "VERSION"]
 
@@ -85,12 +86,13 @@ def nonfinite_state(params, optim_configs=None):
 
 
 def save_checkpoint(path, model, optim_configs=None, rng_state=None, solver=None,
-                    loss_history=(), iter_times=()):
+                    loss_history=(), iter_times=(), precision=None):
     """Write a checkpoint to ``path`` atomically; returns ``path``.
 
     model: a CaptioningRNN. optim_configs: {param name: config dict} as kept by
     the solver. rng_state: ``Generator.bit_generator.state``. solver: a
-    JSON-serialisable dict of solver settings and counters.
+    JSON-serialisable dict of solver settings and counters. precision: 'fp32' or
+    'bf16' (default: the one in force, ``fastrnn.get_precision()``).
 
     Raises NonFiniteState (nothing written) if a weight, an optimizer array or
     scalar is NaN or infinite, and CheckpointWriteError if the file cannot be
@@ -100,6 +102,7 @@ def save_checkpoint(path, model, optim_configs=None, rng_state=None, solver=None
     if bad:
         raise NonFiniteState(f"not writing checkpoint {os.fspath(path)}: non-finite "
                              f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+    from fastrnn.precision import get_precision
     arrays = {f"param/{k}": v for k, v in model.params.items()}
     optim_scalars = {}
     for name, config in (optim_configs or {}).items():
@@ -112,7 +115,8 @@ def save_checkpoint(path, model, optim_configs=None, rng_state=None, solver=None
     arrays["history/loss_history"] = np.asarray(loss_history, dtype=np.float64)
     arrays["history/iter_times"] = np.asarray(iter_times, dtype=np.float64)
     meta = {"format": FORMAT, "version": VERSION, "model": model.config(),
-            "optim": optim_scalars, "rng_state": rng_state, "solver": solver or {}}
+            "optim": optim_scalars, "rng_state": rng_state, "solver": solver or {},
+            "precision": precision or get_precision()}
     arrays["meta"] = np.array(json.dumps(meta, default=_to_builtin))
     try:
         write_atomically(path, lambda f: np.savez(f, **arrays))
@@ -185,7 +189,7 @@ def read_meta(path, verify=False):
 
 def read_checkpoint(path):
     """Read a checkpoint -> dict with keys model (config), params, optim_configs,
-    rng_state, solver, loss_history, iter_times (Python lists) and path.
+    rng_state, solver, loss_history, iter_times (Python lists), precision and path.
 
     FileNotFoundError if there is no file; CheckpointError (a ValueError naming
     the file) if it is truncated, empty, corrupted, of another format or version.
@@ -210,7 +214,14 @@ def read_checkpoint(path):
     return {"model": meta["model"], "params": params, "optim_configs": optim_configs,
             "rng_state": meta.get("rng_state"), "solver": meta["solver"],
             "loss_history": arrays["history/loss_history"].tolist(),
-            "iter_times": arrays["history/iter_times"].tolist(), "path": path}
+            "iter_times": arrays["history/iter_times"].tolist(), "path": path,
+            "precision": meta.get("precision", "fp32")}
+
+
+def saved_precision(path):
+    """The precision a checkpoint was trained in ('fp32' for checkpoints older than the
+    setting), reading only its metadata."""
+    return read_meta(path).get("precision", "fp32")
 
 
 def model_from_checkpoint(checkpoint):

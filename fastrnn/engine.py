@@ -19,6 +19,13 @@ out for speed instead of readability:
   packed (``P``), so ``dWh = P^T dA`` is one product after the backward loop.
 - **Vocabulary only where it counts.** Scores, softmax and their gradient are
   computed for the unmasked positions only.
+- **Mixed precision** (``fastrnn.precision``). Under 'bf16' every product's
+  operands are bfloat16 casts from a bf16 GEMM provider (``fastrnn.gemm``),
+  accumulated in float32: the weights are cast once per call; a hidden state is
+  cast right after its step writes it (the packed states ``P`` are then copies
+  of casts), the gate gradients right after their step, the score gradients
+  once. Gates, cell state, softmax, loss and every gradient stay float32.
+  float64 params ignore the setting (they are for gradient checks).
 - **Fused elementwise kernels** from the active backend (``lstm_gates_forward``,
   ``lstm_gates_backward``, ``softmax_cross_entropy_rows``, ``scatter_add_rows``),
   and preallocated workspaces reused across calls: no temporaries inside the
@@ -35,7 +42,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from fastrnn._validate import Signature
-from fastrnn.gemm import GEMM_PROVIDERS, gemm_provider
+from fastrnn.gemm import GEMM_PROVIDERS, bf16_provider, gemm_provider
+from fastrnn.precision import get_precision, warn_if_slow
 
 __all__ = ["captioning_loss", "plan_batch", "Workspace", "CELL_TYPES", "GEMM_PROVIDERS"]
 
@@ -103,14 +111,13 @@ class Workspace:
     short batches do not pay in resident memory for the capacity.
     """
 
-    def __init__(self, N, T, H, G, V, dtype):
+    def __init__(self, N, T, H, G, V, dtype, operand=None):
         R = N * T
-        self.key = (N, T, H, G, V, np.dtype(dtype))
+        self.key = _key(N, T, H, G, V, dtype, operand)
         e = lambda *shape: np.empty(shape, dtype=dtype)  # noqa: E731
         self.gates = e(R, G)       # pre-activations, then activations, of every packed row
         self.dgates = e(R, G)      # their gradients
-        self.prev_h = e(R, H)      # P: the hidden state entering each packed row's step
-        self.h = e(R, H)           # the hidden state leaving it
+        self.h = e(R, H)           # the hidden state leaving each packed row's step
         self.c = e(R, H) if G == 4 * H else None   # LSTM cell state leaving it
         self.dh = e(R, H)          # gradient of self.h
         self.picked = e(R, H)      # rows of h with a loss (only used with holes in the mask)
@@ -120,10 +127,27 @@ class Workspace:
         self.zeros_h = np.zeros((N, H), dtype=dtype)  # c0
         self.dc = (e(N, H), e(N, H))                   # dnext_c / dprev_c, swapped each step
         self.table = e(V, G)       # E = W_embed @ Wx + b
+        # The product operands: the arrays above in fp32; under bf16 their casts, in
+        # place where the float32 value is not needed again.
+        op = np.dtype(dtype) if operand is None else np.dtype(operand)
+        o = lambda *shape: np.empty(shape, dtype=op)  # noqa: E731
+        same = op == np.dtype(dtype)
+        lstm = G == 4 * H          # the LSTM backward does not read h, the RNN's does
+        self.prev_h = o(R, H)      # P: the hidden state entering each packed row's step
+        self.hb = self.h if operand is None or (same and lstm) else o(R, H)
+        self.picked_out = self.picked if same else e(R, H)   # dh rows of picked (holes)
+        if not same:
+            self.picked = o(R, H)
+        self.scores_b = self.scores if same else o(R, V)
+        self.dgates_b = self.dgates if same else o(R, G)
 
     def nbytes(self):
-        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray)) + \
-            sum(a.nbytes for a in self.dc)
+        arrays = {id(a): a for a in vars(self).values() if isinstance(a, np.ndarray)}
+        return sum(a.nbytes for a in arrays.values()) + sum(a.nbytes for a in self.dc)
+
+
+def _key(N, T, H, G, V, dtype, operand=None):
+    return (N, T, H, G, V, np.dtype(dtype)) + (() if operand is None else (np.dtype(operand),))
 
 
 # Idle workspaces, by key. A call checks one out and gives it back when done, so
@@ -134,28 +158,28 @@ _workspaces_lock = threading.Lock()
 MAX_CACHED_WORKSPACES = 2          # distinct shapes kept idle
 
 
-def get_workspace(N, T, H, G, V, dtype):
+def get_workspace(N, T, H, G, V, dtype, operand=None):
     """An idle cached workspace for these shapes, or a new one (not checked out:
     the caller must not share it with a concurrent call; ``captioning_loss`` checks
-    one out instead)."""
-    key = (N, T, H, G, V, np.dtype(dtype))
+    one out instead). ``operand``: the dtype of bf16 product operands (None: fp32)."""
+    key = _key(N, T, H, G, V, dtype, operand)
     with _workspaces_lock:
         idle = _workspaces.get(key)
         if idle:
             _workspaces.move_to_end(key)
             return idle[-1]
-    ws = Workspace(N, T, H, G, V, dtype)
+    ws = Workspace(N, T, H, G, V, dtype, operand)
     _give_back(ws)
     return ws
 
 
-def _check_out(N, T, H, G, V, dtype):
+def _check_out(N, T, H, G, V, dtype, operand=None):
     """A workspace that no other call holds until it is given back (``_give_back``)."""
-    key = (N, T, H, G, V, np.dtype(dtype))
+    key = _key(N, T, H, G, V, dtype, operand)
     with _workspaces_lock:
         idle = _workspaces.get(key)
         ws = idle.pop() if idle else None
-    return ws if ws is not None else Workspace(N, T, H, G, V, dtype)
+    return ws if ws is not None else Workspace(N, T, H, G, V, dtype, operand)
 
 
 def _give_back(ws):
@@ -197,7 +221,7 @@ class _Clock:
 # ----------------------------------------------------------------- the loss
 
 def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", kernels=None,
-                    gemm=None, workspace=None, timings=None):
+                    gemm=None, workspace=None, timings=None, precision=None, bf16_gemm=None):
     """Loss and gradients of the captioning model, fused; equal to the reference path.
 
     Parameters
@@ -226,6 +250,13 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
         threads may call this at once.
     timings : dict, optional
         If given, seconds spent per phase are added to it.
+    precision : {'fp32', 'bf16'}, optional
+        Default: ``fastrnn.get_precision()``. 'bf16' computes every product on
+        bfloat16 operands with float32 accumulation (float32 params only: float64
+        params always run in float64).
+    bf16_gemm : {'auto', 'emulated', 'mkl', 'torch'}, optional
+        Under 'bf16', who computes the products (``fastrnn.gemm.bf16_provider``);
+        'emulated' runs on the float32 provider ``gemm``.
 
     Returns
     -------
@@ -243,35 +274,57 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     N, T = captions.shape[0], captions.shape[1] - 1
     (V, _), (H, G) = p["W_embed"].shape, p["Wh"].shape
     dtype = p["Wh"].dtype
+    precision = get_precision() if precision is None else precision
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"captioning_loss: precision must be 'fp32' or 'bf16', "
+                         f"got {precision!r}")
+    bf16 = precision == "bf16" and dtype == np.float32
+    if bf16:
+        warn_if_slow()
+        gemm = bf16_provider(bf16_gemm, fp32=gemm)
+    operand = gemm.operand_dtype if bf16 else None
+    key = _key(N, T, H, G, V, dtype, operand)
     # Checked out, so that no concurrent call shares these buffers; given back at the end
     # (after an exception it is simply not cached again).
-    ws = workspace if workspace is not None else _check_out(N, T, H, G, V, dtype)
-    if ws.key != (N, T, H, G, V, np.dtype(dtype)):
-        raise ValueError(f"captioning_loss: workspace was made for (N, T, H, G, V, dtype) = "
-                         f"{ws.key}, this batch needs {(N, T, H, G, V, np.dtype(dtype))}")
+    ws = workspace if workspace is not None else _check_out(N, T, H, G, V, dtype, operand)
+    if ws.key != key:
+        raise ValueError(f"captioning_loss: workspace was made for (N, T, H, G, V, dtype"
+                         f"[, operand]) = {ws.key}, this batch needs {key}")
     clock = _Clock(timings)
     cell = _LSTM(kernels) if cell_type == "lstm" else _RNN()
+    cast = gemm.cast if bf16 else _no_cast
 
     with clock("plan"):
         plan = BatchPlan(captions, null_idx)
         features = np.ascontiguousarray(features[plan.order[:plan.active[0]]]) \
             if plan.rows else features[:0]
+    with clock("bf16 casts of the weights" if bf16 else "plan"):
+        # The product operands of the weights (under fp32, the weights themselves).
+        w = {k: cast(p[k]) for k in ("W_proj", "Wx", "W_embed", "Wh", "W_vocab")}
+        features_op = cast(features)
     with clock("forward: h0 + embedding table"):
-        h0 = gemm.mm(features, p["W_proj"])
+        h0 = gemm.mm(features_op, w["W_proj"])
         h0 += p["b_proj"]
-        gemm.mm(p["W_embed"], p["Wx"], out=ws.table)
+        gemm.mm(w["W_embed"], w["Wx"], out=ws.table)
         ws.table += p["b"]
     with clock("forward: recurrence"):
-        _forward(plan, p, ws, h0, cell, gemm)
+        _forward(plan, w, ws, cast(h0), cell, gemm, cast)
     with clock("vocabulary + softmax"):
-        loss, grads = _vocabulary(plan, p, ws, kernels, gemm, N)
+        loss, grads = _vocabulary(plan, p, w, ws, kernels, gemm, N, cast)
     with clock("backward: recurrence"):
-        dh0 = _backward(plan, p, ws, cell, gemm)
+        dh0 = _backward(plan, w, ws, cell, gemm, cast)
+    if bf16:    # casts no longer needed: not held through the weight gradients' peak
+        del w["Wh"], w["W_vocab"], w["W_proj"]
     with clock("weight gradients"):
-        grads.update(_weight_grads(plan, p, ws, features, dh0, gemm, kernels, clock))
+        grads.update(_weight_grads(plan, w, ws, features_op, dh0, gemm, kernels, clock, cast))
     if workspace is None:
         _give_back(ws)   # grads and loss are fresh objects: nothing returned aliases ws
     return dtype.type(loss), grads
+
+
+def _no_cast(x, out=None):
+    """fp32: a product operand is the array itself."""
+    return x
 
 
 def _check(params, features, captions, null_idx, cell_type):
@@ -344,47 +397,53 @@ class _RNN:
 
 # ------------------------------------------------------------- forward, backward
 
-def _forward(plan, p, ws, h0, cell, gemm):
-    """Run the recurrence over the packed rows: fills gates, prev_h, h (and c)."""
-    Wh, off, active = p["Wh"], plan.offsets, plan.active
+def _forward(plan, w, ws, h0, cell, gemm, cast):
+    """Run the recurrence over the packed rows: fills gates, prev_h, h (and c), and
+    hb, the operand of h (h itself under fp32)."""
+    Wh, off, active = w["Wh"], plan.offsets, plan.active
     for t in range(plan.steps):
         lo, n = off[t], active[t]
         hi = lo + n
         # The state entering step t: h0, or the first n rows of step t-1's output.
-        prev = h0[:n] if t == 0 else ws.h[off[t - 1]:off[t - 1] + n]
+        prev = h0[:n] if t == 0 else ws.hb[off[t - 1]:off[t - 1] + n]
         ws.prev_h[lo:hi] = prev
         np.take(ws.table, plan.tokens[lo:hi], axis=0, out=ws.gates[lo:hi])
         recurrent = gemm.product(ws.prev_h[lo:hi], Wh, ws.row_g[:n])
         cell.forward(ws, lo, hi, None if t == 0 else off[t - 1], n, recurrent)
+        if cast is not _no_cast:     # bf16: h's operand, in place when nothing reads h
+            cast(ws.h[lo:hi], out=ws.hb[lo:hi])
 
 
-def _vocabulary(plan, p, ws, kernels, gemm, N):
+def _vocabulary(plan, p, w, ws, kernels, gemm, N, cast):
     """Scores, softmax loss and their gradients for the unmasked rows only.
 
     Returns the loss and grads W_vocab, b_vocab; leaves dL/dh (from the loss) in ws.dh.
     """
     R, M = plan.rows, len(plan.targets)
-    W_vocab = p["W_vocab"]
+    W_vocab = w["W_vocab"]
     if plan.selected is None:
-        h_sel = ws.h[:R]
+        h_sel = ws.hb[:R]
     else:
-        h_sel = np.take(ws.h[:R], plan.selected, axis=0, out=ws.picked[:M])
+        h_sel = np.take(ws.hb[:R], plan.selected, axis=0, out=ws.picked[:M])
     scores = ws.scores[:M]
     gemm.mm(h_sel, W_vocab, out=scores)
     scores += p["b_vocab"]
     loss = kernels.softmax_cross_entropy_rows(scores, plan.targets, 1.0 / N) / N if M else 0.0
-    grads = {"W_vocab": gemm.mm(h_sel.T, scores), "b_vocab": scores.sum(axis=0)}
+    grads = {"b_vocab": scores.sum(axis=0)}
+    scores = cast(scores, out=ws.scores_b[:M])   # in place under fp32 and emulated bf16
+    grads["W_vocab"] = gemm.mm(h_sel.T, scores)
     if plan.selected is None:
         gemm.mm(scores, W_vocab.T, out=ws.dh[:R])
     else:
         ws.dh[:R] = 0
-        ws.dh[plan.selected] = gemm.mm(scores, W_vocab.T, out=ws.picked[:M])
+        ws.dh[plan.selected] = gemm.mm(scores, W_vocab.T, out=ws.picked_out[:M])
     return loss, grads
 
 
-def _backward(plan, p, ws, cell, gemm):
-    """Backward through the recurrence: fills dgates; returns dh0 (n_0, H)."""
-    Wh_T, off, active = p["Wh"].T, plan.offsets, plan.active
+def _backward(plan, w, ws, cell, gemm, cast):
+    """Backward through the recurrence: fills dgates (and, when it is a separate
+    buffer, their operand dgates_b); returns dh0 (n_0, H)."""
+    Wh_T, off, active = w["Wh"].T, plan.offsets, plan.active
     dnext_c, dprev_c = ws.dc
     dh0 = np.zeros((active[0] if plan.rows else 0, Wh_T.shape[1]), dtype=ws.h.dtype)
     n_later = 0  # rows of step t+1: they carry a gradient back into step t
@@ -393,28 +452,40 @@ def _backward(plan, p, ws, cell, gemm):
         hi = lo + n
         dnext_c[n_later:n] = 0  # rows whose caption ends at step t get no cell gradient
         cell.backward(ws, lo, hi, None if t == 0 else off[t - 1], n, dnext_c[:n], dprev_c[:n])
+        # The gate gradients' operand; float32 ones are summed per token later, so an
+        # operand that shares their buffer is made in scratch (the forward's row_g).
+        da = cast(ws.dgates[lo:hi],
+                  out=ws.row_g[:n] if ws.dgates_b is ws.dgates else ws.dgates_b[lo:hi])
         if t == 0:
-            gemm.mm(ws.dgates[lo:hi], Wh_T, out=dh0)
+            gemm.mm(da, Wh_T, out=dh0)
         else:
             prev = off[t - 1]
-            gemm.mm_add(ws.dgates[lo:hi], Wh_T, ws.dh[prev:prev + n], ws.row_h[:n])
+            gemm.mm_add(da, Wh_T, ws.dh[prev:prev + n], ws.row_h[:n])
         dnext_c, dprev_c = dprev_c, dnext_c
         n_later = n
     return dh0
 
 
-def _weight_grads(plan, p, ws, features, dh0, gemm, kernels, clock):
-    """The products left after the backward loop, one per weight."""
+def _weight_grads(plan, w, ws, features, dh0, gemm, kernels, clock, cast):
+    """The products left after the backward loop, one per weight (``w``, ``features``:
+    operands)."""
     R = plan.rows
     dgates = ws.dgates[:R]
     with clock("weight gradients: token sums"):
-        S = np.zeros((p["W_embed"].shape[0], dgates.shape[1]), dtype=dgates.dtype)
+        S = np.zeros((w["W_embed"].shape[0], dgates.shape[1]), dtype=dgates.dtype)
         kernels.scatter_add_rows(plan.tokens, dgates, S)
+    if ws.dgates_b is ws.dgates:     # the float32 sums are done: cast in place
+        dgates = cast(dgates, out=dgates)
+    else:
+        dgates = ws.dgates_b[:R]
+    db, db_proj = S.sum(axis=0), dh0.sum(axis=0)
+    same = cast is _no_cast or np.dtype(gemm.operand_dtype) == S.dtype
+    S_op = cast(S, out=S if same else None)       # in place once its sum is taken
     return {
         "Wh": gemm.mm(ws.prev_h[:R].T, dgates),
-        "Wx": gemm.mm(p["W_embed"].T, S),
-        "W_embed": gemm.mm(S, p["Wx"].T),
-        "b": S.sum(axis=0),
-        "W_proj": gemm.mm(features.T, dh0),
-        "b_proj": dh0.sum(axis=0),
+        "Wx": gemm.mm(w["W_embed"].T, S_op),
+        "W_embed": gemm.mm(S_op, w["Wx"].T),
+        "b": db,
+        "W_proj": gemm.mm(features.T, cast(dh0, out=dh0 if same else None)),
+        "b_proj": db_proj,
     }

@@ -321,3 +321,277 @@ def clear_cache():
     """Forget the providers made so far (tests use it to simulate a missing PyTorch)."""
     with _cache_lock:
         _cache.clear()
+
+
+# ------------------------------------------------------------ bf16 products
+#
+# Under precision 'bf16' (``fastrnn.precision``) the fused engine casts every
+# operand of a large product to bfloat16 once (weights once per iteration) and
+# hands the casts to a bf16 provider. A bf16 provider has:
+#
+# - ``operand_dtype``: what a cast is: float32 holding bfloat16 values (low 16
+#   bits zero), or uint16 bfloat16 bit patterns;
+# - ``cast(x, out=None)``: float32 ``x`` -> its operand (``out`` may be ``x``
+#   itself when the operand dtype is float32);
+# - ``mm``, ``mm_add``, ``product`` as above, on operands, with float32 results
+#   accumulated in float32.
+
+BF16_ENV = "FASTRNN_BF16_GEMM"
+BF16_PROVIDERS = ("auto", "emulated", "mkl", "torch")
+MKL_HINT = "pip install 'fastrnn[bf16]' (or: pip install mkl)"
+
+
+class EmulatedBf16Gemm:
+    """bf16 products on a float32 GEMM: operands rounded to bfloat16 and kept in float32.
+
+    A product of two bfloat16 values is exact in float32, so a float32 GEMM of the
+    rounded operands computes what a bf16 GEMM with float32 accumulation does (up to
+    the order of the sums). The fastest way on CPUs without bf16 hardware, where the
+    bf16 libraries convert to float32 internally anyway.
+    """
+    name = "emulated"
+    operand_dtype = np.dtype(np.float32)
+
+    def __init__(self, fp32):
+        self.fp32 = fp32             # the float32 provider that computes the products
+        self.mm, self.mm_add, self.product = fp32.mm, fp32.mm_add, fp32.product
+
+    @property
+    def uses(self):
+        return f"float32 products via {self.fp32.uses}"
+
+    @staticmethod
+    def cast(x, out=None):
+        from fastrnn.precision import round_bf16
+        return round_bf16(x, out)
+
+
+class _Bf16Bits:
+    """Base of the providers whose operands are uint16 bfloat16 bit patterns."""
+    operand_dtype = np.dtype(np.uint16)
+
+    @staticmethod
+    def cast(x, out=None):
+        from fastrnn.precision import to_bf16_bits
+        return to_bf16_bits(x, out)
+
+    def product(self, a, b, scratch):
+        return self.mm(a, b, out=scratch)
+
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_MKL_THREADING_GNU = 3
+
+
+def _find_mkl():
+    """Path of Intel MKL's single dynamic library, or None."""
+    import ctypes.util
+    import glob
+    import sys
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix)):
+        for path in sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")), reverse=True):
+            return path
+    return ctypes.util.find_library("mkl_rt")
+
+
+class MklBf16Gemm(_Bf16Bits):
+    """bf16 products through Intel MKL's ``cblas_gemm_bf16bf16f32`` (ctypes): bf16 A and
+    B, float32 C (``C = A B + beta C``, so ``mm_add`` accumulates in the call). Uses
+    AMX / AVX512-BF16 where the CPU has them.
+
+    MKL is told to thread with GNU OpenMP, the runtime of the Cython kernels and of
+    PyTorch, so that two OpenMP runtimes never share the process; its thread count
+    follows ``fastrnn.set_num_threads``.
+    """
+    name = "mkl"
+
+    def __init__(self):
+        import ctypes
+        path = _find_mkl()
+        if path is None:
+            raise ImportError(f"the bf16 GEMM provider 'mkl' needs Intel MKL: {MKL_HINT}")
+        os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
+        try:
+            lib = ctypes.CDLL(path)
+            fn = lib.cblas_gemm_bf16bf16f32
+        except (OSError, AttributeError) as err:
+            raise ImportError(f"Intel MKL at {path} cannot serve bf16 products ({err}); "
+                              f"{MKL_HINT}") from err
+        lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU)
+        i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+        fn.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
+        fn.restype = None
+        self.lib, self.fn, self.path = lib, fn, path
+        self._threads = None
+        self._self_check()
+
+    @property
+    def uses(self):
+        return f"Intel MKL cblas_gemm_bf16bf16f32 ({os.path.basename(self.path)})"
+
+    def _sync_threads(self):
+        from fastrnn.threads import get_num_threads
+        n = get_num_threads()
+        if n != self._threads:
+            self.lib.MKL_Set_Num_Threads(n)
+            self._threads = n
+
+    @staticmethod
+    def _layout(a):
+        """(transpose flag, leading dimension, array) for a 2-D uint16 operand."""
+        rows, cols = a.shape
+        s0, s1 = a.strides[0] // 2, a.strides[1] // 2
+        if (s1 == 1 or cols == 1) and s0 >= max(cols, 1):
+            return _NO_TRANS, max(s0, cols, 1), a
+        if (s0 == 1 or rows == 1) and s1 >= max(rows, 1):
+            return _TRANS, max(s1, rows, 1), a
+        a = np.ascontiguousarray(a)
+        return _NO_TRANS, max(cols, 1), a
+
+    def _gemm(self, a, b, out, beta):
+        (m, k), n = a.shape, b.shape[1]
+        if m == 0 or n == 0:
+            return
+        if k == 0:
+            if beta == 0.0:
+                out[...] = 0
+            return
+        if not (out.dtype == np.float32 and out.strides[1] == 4 and out.strides[0] >= 4 * n):
+            raise ValueError("mkl bf16 gemm: out must be float32 with contiguous rows")
+        ta, lda, a = self._layout(a)
+        tb, ldb, b = self._layout(b)
+        self._sync_threads()
+        self.fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
+                beta, out.ctypes.data, out.strides[0] // 4)
+
+    def mm(self, a, b, out=None):
+        if out is None:
+            out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+        self._gemm(a, b, out, 0.0)
+        return out
+
+    def mm_add(self, a, b, out, scratch):
+        self._gemm(a, b, out, 1.0)
+
+    def _self_check(self):
+        _bf16_self_check(self, "Intel MKL cblas_gemm_bf16bf16f32")
+
+
+class TorchBf16Gemm(_Bf16Bits, _TorchBacked):
+    """bf16 products through ``torch.mm`` on bfloat16 tensors (what ``torch.autocast``
+    runs). PyTorch has no float32-output bf16 product on CPU: the result is rounded
+    to bfloat16 before it is widened into the float32 output, so it is less exact
+    than the other providers. For comparison; not chosen by 'auto'."""
+    name = "torch"
+
+    def __init__(self):
+        _TorchBacked.__init__(self)
+        self._self_check()
+
+    @property
+    def uses(self):
+        return "torch.mm on bfloat16 tensors (bf16 output)"
+
+    def _t(self, a):
+        return self.torch.from_numpy(a).view(self.torch.bfloat16)
+
+    def mm(self, a, b, out=None):
+        y = self.torch.mm(self._t(a), self._t(b))
+        if out is None:
+            return y.float().numpy()
+        self.torch.from_numpy(out).copy_(y)
+        return out
+
+    def mm_add(self, a, b, out, scratch):
+        self.torch.from_numpy(out).add_(self.torch.mm(self._t(a), self._t(b)))
+
+    def _self_check(self):
+        _bf16_self_check(self, "torch.mm on bfloat16", rtol=1e-2)
+
+
+def _bf16_self_check(provider, what, rtol=1e-4):
+    """Refuse a bf16 provider whose products differ from float64 ones of the same
+    bf16 operands (transposed operand and accumulation included)."""
+    from fastrnn.precision import from_bf16_bits, to_bf16_bits
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((33, 70), dtype=np.float32)
+    b = rng.standard_normal((45, 70), dtype=np.float32)
+    c = rng.standard_normal((33, 45), dtype=np.float32)
+    ab, bb = to_bf16_bits(a), to_bf16_bits(b)
+    want = from_bf16_bits(ab).astype(np.float64) @ from_bf16_bits(bb).astype(np.float64).T
+    got = provider.mm(ab, bb.T)
+    got_add = c.copy()
+    provider.mm_add(np.asfortranarray(ab), bb.T, got_add, None)
+    scale = np.abs(want).max()
+    if (np.abs(got - want).max() > rtol * scale
+            or np.abs(got_add - (want + c)).max() > rtol * scale):
+        raise RuntimeError(f"{what} self-check failed: results differ from float64 products")
+
+
+_bf16_default = {"name": None}
+
+
+def default_bf16_provider():
+    """Name of the bf16 provider used when none is named: ``set_default_bf16_provider``,
+    else ``$FASTRNN_BF16_GEMM``, else 'auto'."""
+    name = _bf16_default["name"]
+    if name is None:
+        name = os.environ.get(BF16_ENV, "").strip() or "auto"
+        if name not in BF16_PROVIDERS:
+            raise ValueError(f"{BF16_ENV}={name!r} must be one of {BF16_PROVIDERS}")
+    return name
+
+
+def set_default_bf16_provider(name):
+    """Make ``name`` (one of ``BF16_PROVIDERS``) the bf16 provider used when none is
+    named; ``None`` goes back to ``$FASTRNN_BF16_GEMM`` / 'auto'. Fails now if it
+    cannot serve."""
+    if name is not None:
+        bf16_provider(name)
+    _bf16_default["name"] = name
+
+
+def auto_bf16_choice(capability=None):
+    """What 'auto' picks: 'mkl' on a CPU with AMX-BF16 or AVX512-BF16 (bf16 products at
+    hardware speed), else 'emulated' (float32 products of rounded operands, faster there
+    than a bf16 library, which converts to float32 itself)."""
+    if capability is None:
+        from fastrnn.precision import bf16_capability
+        capability = bf16_capability()
+    return "mkl" if capability else "emulated"
+
+
+def bf16_provider(name=None, fp32=None):
+    """The bf16 provider called ``name`` (one of ``BF16_PROVIDERS``; None: the default).
+
+    'emulated' computes through the float32 provider ``fp32`` (a provider object or
+    name; default: the default float32 provider). 'mkl' needs Intel MKL and
+    'torch' PyTorch; each raises ImportError naming what to install.
+    """
+    if name is None:
+        name = default_bf16_provider()
+    if name not in BF16_PROVIDERS:
+        raise ValueError(f"bf16 gemm must be one of {BF16_PROVIDERS}, got {name!r}")
+    if name == "auto":
+        name = auto_bf16_choice()
+    if name == "emulated":
+        base = fp32 if fp32 is not None and not isinstance(fp32, str) else gemm_provider(fp32)
+        key = ("bf16", name, base.name)
+    else:
+        key = ("bf16", name)
+    provider = _cache.get(key)
+    if provider is not None:
+        return provider
+    with _cache_lock:
+        if key not in _cache:
+            if name == "emulated":
+                _cache[key] = EmulatedBf16Gemm(base)
+            elif name == "mkl":
+                _cache[key] = MklBf16Gemm()
+            else:
+                try:
+                    _cache[key] = TorchBf16Gemm()
+                except (ImportError, AttributeError, RuntimeError) as err:
+                    raise ImportError(f"bf16 gemm 'torch' needs PyTorch with a working CPU "
+                                      f"build ({err}): pip install 'fastrnn[torch]'") from err
+        return _cache[key]

@@ -20,6 +20,7 @@ import numpy as np
 from fastrnn import engine, layers
 from fastrnn._validate import FLOAT_DTYPES
 from fastrnn.backends import REFERENCE, get_backend
+from fastrnn.precision import get_precision
 
 __all__ = ["CaptioningRNN"]
 
@@ -126,10 +127,13 @@ class CaptioningRNN:
         # A <NULL> id outside [0, V) masks nothing (no caption can hold it); the fused
         # path wants a real row for it, so that vocabulary runs on the reference.
         null_in_range = 0 <= self._null < self.vocab_size
-        if (get_backend() != REFERENCE and self.cell_type in engine.CELL_TYPES
+        bf16 = get_precision() == "bf16" and self.dtype == np.float32
+        if ((get_backend() != REFERENCE or bf16) and self.cell_type in engine.CELL_TYPES
                 and null_in_range):
             # The fused path (fastrnn.engine) on the active backend's kernels; equal to
             # the reference, which the NumPy backend keeps running for readability.
+            # Mixed precision (fastrnn.precision) exists on the fused path only, so
+            # under 'bf16' it runs on the NumPy backend's kernels too.
             return engine.captioning_loss(self.params, features, captions,
                                           null_idx=self._null, cell_type=self.cell_type)
         return self._loss_reference(features, captions)

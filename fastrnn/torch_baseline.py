@@ -78,10 +78,20 @@ class TorchCaptioningLSTM(nn.Module):
 
 
 class TorchTrainer:
-    """One training iteration = loss, backward, Adam step (``torch.optim.Adam``)."""
+    """One training iteration = loss, backward, Adam step (``torch.optim.Adam``).
 
-    def __init__(self, model, learning_rate=1e-4):
+    ``bf16=True`` runs the forward and the loss under ``torch.autocast("cpu",
+    dtype=torch.bfloat16)``, as a PyTorch user turns on mixed precision; the
+    backward and the optimizer step stay outside it, as autocast's documentation
+    prescribes. Where oneDNN has no bf16 LSTM for the CPU (no AVX-512), the model
+    runs with oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``),
+    PyTorch's own bf16 kernels.
+    """
+
+    def __init__(self, model, learning_rate=1e-4, bf16=False):
         self.model = model
+        self.bf16 = bf16
+        self.mkldnn = torch.backends.mkldnn.is_available()
         self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
 
     def step(self, features, captions):
@@ -89,7 +99,18 @@ class TorchTrainer:
         features = torch.from_numpy(np.ascontiguousarray(features))
         captions = torch.from_numpy(np.ascontiguousarray(captions).astype(np.int64, copy=False))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(features, captions)
-        loss.backward()
+        with torch.backends.mkldnn.flags(enabled=self.mkldnn):
+            try:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                    loss = self.model(features, captions)
+            except RuntimeError as err:
+                # oneDNN's bf16 LSTM primitive needs AVX-512; elsewhere PyTorch raises
+                # "could not create a primitive descriptor" and the user's fix is to
+                # run the LSTM on PyTorch's own kernels (still bf16 under autocast).
+                if not (self.bf16 and self.mkldnn and "primitive descriptor" in str(err)):
+                    raise
+                self.mkldnn = False
+                return self.step(features.numpy(), captions.numpy())
+            loss.backward()
         self.optimizer.step()
         return loss.item()

@@ -7,21 +7,29 @@ Contenders (all train the same architecture from the same initial weights):
 - ``torch``: the same model written as a PyTorch user would (``fastrnn.torch_baseline``);
 - ``torch-packed``: the same with ``pack_padded_sequence``.
 
+``--precision fp32,bf16`` runs every compiled backend and every PyTorch model in
+each precision: fastrnn's 'bf16' (``fastrnn.precision``) and, for PyTorch,
+``torch.autocast("cpu", dtype=torch.bfloat16)`` around forward and loss. The
+reference runs in fp32 only.
+
 One iteration is loss + gradients + Adam update. Contenders take turns (round robin),
 so a burst of load from elsewhere on the machine hits all of them alike; every round
 also times one large float32 matrix product, the machine's sgemm rate under the same
 conditions. Peak memory is measured per contender in a fresh process.
 """
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
 import fastrnn
 from fastrnn import gemm, optim
+from fastrnn import precision as precision_mod
 from fastrnn.cli._common import (Parser, check_threads, check_writable_file, non_negative_int,
                                  positive_int, run_main)
 
@@ -34,6 +42,7 @@ PRESETS = {
 FULL_RUN_ITERATIONS = 1170   # 3 epochs of 400,135 captions in batches of 1,024
 LEARNING_RATE = 1e-4
 TORCH_CONTENDERS = ("torch", "torch-packed")
+PRECISIONS = precision_mod.PRECISIONS
 NUM_BATCHES = 3              # distinct minibatches, cycled through
 
 
@@ -112,13 +121,15 @@ class FastrnnContender:
     reference path, a compiled backend the fused engine (``CaptioningRNN.loss`` dispatch).
     ``spec`` is a backend name, optionally with a GEMM provider: 'cython/numpy'."""
 
-    def __init__(self, spec, cfg, word_to_idx, seed, profile=False):
+    def __init__(self, spec, cfg, word_to_idx, seed, profile=False, precision="fp32"):
         from fastrnn.model import CaptioningRNN
         backend, _, provider = spec.partition("/")
-        self.backend, self.gemm = backend, provider or None
+        self.backend, self.gemm, self.precision = backend, provider or None, precision
         self.name = "numpy reference" if backend == "numpy" else f"fastrnn {backend}"
         if self.gemm:
             self.name += f" ({self.gemm} gemm)"
+        if precision != "fp32":
+            self.name += f" {precision}"
         self.model = CaptioningRNN(word_to_idx, input_dim=cfg["D"], wordvec_dim=cfg["W"],
                                    hidden_dim=cfg["H"], cell_type="lstm", dtype=np.float32,
                                    seed=seed)
@@ -126,7 +137,8 @@ class FastrnnContender:
         self.timings = {} if profile and backend != "numpy" else None
 
     def step(self, features, captions):
-        with fastrnn.use_backend(self.backend), gemm.use_provider(self.gemm):
+        with fastrnn.use_backend(self.backend), gemm.use_provider(self.gemm), \
+                fastrnn.use_precision(self.precision):
             if self.timings is not None:   # same path as model.loss, with a phase breakdown
                 from fastrnn import engine
                 loss, grads = engine.captioning_loss(
@@ -148,26 +160,33 @@ class FastrnnContender:
 class TorchContender:
     """The PyTorch baseline, starting from the same weights as the fastrnn contenders."""
 
-    def __init__(self, packed, cfg, word_to_idx, seed, profile=False):
+    def __init__(self, packed, cfg, word_to_idx, seed, profile=False, precision="fp32"):
         from fastrnn.model import CaptioningRNN
         from fastrnn.torch_baseline import TorchCaptioningLSTM, TorchTrainer
-        self.name = "pytorch packed" if packed else "pytorch"
+        self.name = ("pytorch packed" if packed else "pytorch") + \
+            ("" if precision == "fp32" else f" {precision}")
         twin = CaptioningRNN(word_to_idx, input_dim=cfg["D"], wordvec_dim=cfg["W"],
                              hidden_dim=cfg["H"], cell_type="lstm", dtype=np.float32, seed=seed)
         model = TorchCaptioningLSTM(cfg["V"], cfg["D"], cfg["W"], cfg["H"],
                                     null_idx=twin._null, packed=packed)
         model.load_params(twin.params)
-        self.trainer = TorchTrainer(model, LEARNING_RATE)
+        self.trainer = TorchTrainer(model, LEARNING_RATE, bf16=precision == "bf16")
         self.timings = None
 
     def step(self, features, captions):
         return self.trainer.step(features, captions)
 
 
-def make_contender(name, cfg, word_to_idx, seed, profile=False):
+def make_contender(name, cfg, word_to_idx, seed, profile=False, precision="fp32"):
     if name in TORCH_CONTENDERS:
-        return TorchContender(name == "torch-packed", cfg, word_to_idx, seed, profile)
-    return FastrnnContender(name, cfg, word_to_idx, seed, profile)
+        return TorchContender(name == "torch-packed", cfg, word_to_idx, seed, profile, precision)
+    return FastrnnContender(name, cfg, word_to_idx, seed, profile, precision)
+
+
+def contender_runs(names, precisions):
+    """(contender, precision) pairs to run: every contender in each precision, the
+    NumPy reference in fp32 only (mixed precision exists on the fused path)."""
+    return [(n, p) for p in precisions for n in names if p == "fp32" or n != "numpy"]
 
 
 def available_contenders():
@@ -196,24 +215,50 @@ def measure_sgemm(n, provider="numpy"):
     return 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
 
 
+def measure_bf16_gemm(n, provider):
+    """GFLOP/s of one (n x n) @ (n x n) product of bf16 operands (cast beforehand) through
+    a bf16 provider ('torch': ``torch.mm`` on bfloat16 tensors, as autocast runs it)."""
+    rng = np.random.default_rng(0)
+    p = gemm.bf16_provider(provider)
+    a = p.cast(rng.standard_normal((n, n), dtype=np.float32))
+    b = p.cast(rng.standard_normal((n, n), dtype=np.float32))
+    out = np.empty((n, n), dtype=np.float32)
+    t0 = time.perf_counter()
+    p.mm(a, b, out=out)
+    return 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+def bf16_gemm_providers(precisions, names):
+    """Whose bf16 rate the header reports: fastrnn's default bf16 provider, and
+    ``torch.mm`` when a PyTorch contender runs in bf16."""
+    if "bf16" not in precisions:
+        return []
+    chosen = gemm.auto_bf16_choice() if gemm.default_bf16_provider() == "auto" \
+        else gemm.default_bf16_provider()
+    extra = ["torch"] if any(n in TORCH_CONTENDERS for n in names) and chosen != "torch" else []
+    return [chosen] + extra
+
+
 def sgemm_providers():
     """Whose sgemm rate the header reports: NumPy's BLAS, and oneDNN when it can run."""
     return ["numpy"] + (["onednn"] if gemm.gemm_provider("auto").uses == "onednn" else [])
 
 
-def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True):
+def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True, bf16_gemms=()):
     """Time ``warmup + iters`` iterations of every contender, taking turns.
 
     Returns per-contender lists of (seconds, loss) for the timed iterations, the
     first-iteration losses, and per GEMM provider the sgemm GFLOP/s measured once
-    per timed round.
+    per timed round (bf16 providers, from ``bf16_gemms``, keyed 'bf16 NAME').
     """
     from tqdm import tqdm
     times = {c.name: [] for c in contenders}
     first_loss = {}
-    sgemm = {p: [] for p in sgemm_providers()}
+    rate = {p: (lambda n, p=p: measure_sgemm(n, p)) for p in sgemm_providers()}
+    rate.update({f"bf16 {p}": (lambda n, p=p: measure_bf16_gemm(n, p)) for p in bf16_gemms})
+    sgemm = {p: [] for p in rate}
     for p in sgemm:
-        measure_sgemm(min(sgemm_n, 256), p)  # warm the thread pools
+        rate[p](min(sgemm_n, 256))  # warm the thread pools
     with tqdm(total=(warmup + iters) * len(contenders), disable=not progress,
               desc="fastrnn-bench", unit="it") as bar:
         for r in range(warmup + iters):
@@ -231,7 +276,7 @@ def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True):
                 bar.update()
             if r >= warmup:
                 for p in sgemm:
-                    sgemm[p].append(measure_sgemm(sgemm_n, p))
+                    sgemm[p].append(rate[p](sgemm_n))
     return times, first_loss, sgemm
 
 
@@ -248,13 +293,14 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _memory_probe(name, preset, seed, iters):
+def _memory_probe(name, preset, seed, iters, precision="fp32"):
     """Run one contender alone (called in a fresh process): peak RSS, and RSS after each
     iteration (growth across iterations shows up there)."""
+    warnings.filterwarnings("ignore", message="fastrnn precision 'bf16'")
     cfg = PRESETS[preset]
     word_to_idx = vocabulary()
     batches = make_batches(cfg, seed)
-    contender = make_contender(name, cfg, word_to_idx, seed)
+    contender = make_contender(name, cfg, word_to_idx, seed, precision=precision)
     before = _rss_bytes()
     after = []
     for i in range(iters):
@@ -273,13 +319,14 @@ def _peak_rss_bytes():
     raise RuntimeError("no VmHWM line in /proc/self/status")
 
 
-def measure_memory(name, preset, seed, iters=2, threads=None):
+def measure_memory(name, preset, seed, iters=2, threads=None, precision="fp32"):
     """``_memory_probe`` in a fresh Python process (so nothing else inflates its peak)."""
     env = dict(os.environ)
     if threads:
         env["FASTRNN_NUM_THREADS"] = str(threads)
         env["OMP_NUM_THREADS"] = str(threads)
-    spec = json.dumps({"name": name, "preset": preset, "seed": seed, "iters": iters})
+    spec = json.dumps({"name": name, "preset": preset, "seed": seed, "iters": iters,
+                       "precision": precision})
     proc = subprocess.run([sys.executable, "-c", _PROBE, spec], capture_output=True, text=True,
                           env=env)
     if proc.returncode != 0:
@@ -293,7 +340,9 @@ def summarise(times, first_loss, sgemm, memory, cfg):
     """One row per contender: median seconds, speed-ups, dense GFLOP/s, memory, projection."""
     flops = dense_flops(**cfg)
     medians = {name: float(np.median(ts)) for name, ts in times.items()}
-    ref, torch_ = medians.get("numpy reference"), medians.get("pytorch")
+    # The ratio column compares with the fastest PyTorch variant of the run.
+    torch_times = [m for name, m in medians.items() if name.startswith("pytorch")]
+    ref, torch_ = medians.get("numpy reference"), min(torch_times, default=None)
     rows = []
     for name, ts in times.items():
         m = medians[name]
@@ -313,13 +362,17 @@ def summarise(times, first_loss, sgemm, memory, cfg):
             "projected_full_run_hours": m * FULL_RUN_ITERATIONS / 3600,
         })
     by_provider = {p: float(np.median(v)) for p, v in sgemm.items()}
+    fp32 = {p: v for p, v in by_provider.items() if not p.startswith("bf16 ")}
+    bf16 = {p[5:]: v for p, v in by_provider.items() if p.startswith("bf16 ")}
     return {"dense_flop_per_iteration": flops,
             "sgemm_gflops_median": by_provider["numpy"], "sgemm_gflops": sgemm["numpy"],
-            "sgemm_gflops_median_by_provider": by_provider,
-            "sgemm_gflops_best": max(by_provider.values()), "rows": rows}
+            "sgemm_gflops_median_by_provider": fp32,
+            "sgemm_gflops_best": max(fp32.values()),
+            "bf16_gemm_gflops_median_by_provider": bf16,
+            "fastest_pytorch_s": torch_, "rows": rows}
 
 
-COLUMNS = ("contender", "s/iter (median)", "x vs pytorch", "x vs reference", "dense GFLOP/s",
+COLUMNS = ("contender", "s/iter (median)", "x vs fastest pytorch", "x vs reference", "dense GFLOP/s",
            "peak RSS", "RSS growth", "1,170 iters", "first loss")
 
 
@@ -359,18 +412,29 @@ def _number(x):
 
 def format_header(preset, cfg, summary, threads, load):
     shape = ", ".join(f"{k}={cfg[k]}" for k in "NTDWHV")
-    return (f"fastrnn-bench: preset {preset} ({shape}), LSTM, float32, Adam; "
-            f"threads {threads or 'default'}\n"
+    precisions = summary.get("precisions", ["fp32"])
+    bf16 = summary.get("bf16_gemm_gflops_median_by_provider") or {}
+    bf16_line = ""
+    if "bf16" in precisions:
+        bf16_line = (f"measured bf16 GEMM ({cfg['sgemm']}^3, bf16 operands, float32 "
+                     f"accumulation): " + ", ".join(
+                         f"{_number(v)} GFLOP/s ({_BF16_LABEL.get(p, p)})" for p, v in bf16.items())
+                     + f"; {precision_mod.describe_capability()}; fastrnn's bf16 provider: "
+                     f"{gemm.bf16_provider().name} ({gemm.bf16_provider().uses})\n")
+    return (f"fastrnn-bench: preset {preset} ({shape}), LSTM, float32 master weights, "
+            f"precision {', '.join(precisions)}, Adam; threads {threads or 'default'}\n"
             f"dense work per iteration: {_number(summary['dense_flop_per_iteration'] / 1e9)} GFLOP; "
             f"measured sgemm ({cfg['sgemm']}^3 float32 matmul, median of rounds): "
             + ", ".join(f"{_number(v)} GFLOP/s ({_SGEMM_LABEL.get(p, p)})"
                         for p, v in summary["sgemm_gflops_median_by_provider"].items())
-            + f"; fastrnn's default GEMM provider: {gemm.describe()}\n"
+            + f"; fastrnn's default GEMM provider: {gemm.describe()}\n" + bf16_line +
             f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} "
             f"on {os.cpu_count()} CPUs (other processes add noise to every column)")
 
 
 _SGEMM_LABEL = {"numpy": "NumPy's BLAS", "onednn": "oneDNN in PyTorch"}
+_BF16_LABEL = {"emulated": "fastrnn emulated: float32 GEMM of bf16 values",
+               "mkl": "MKL cblas_gemm_bf16bf16f32", "torch": "torch.mm bf16, as autocast"}
 
 
 def format_profile(contenders, iters_total):
@@ -418,6 +482,14 @@ def build_parser():
                              "name its GEMM provider: cython/numpy runs the fused engine with "
                              "NumPy's BLAS, cython/onednn with oneDNN (default: the default "
                              "provider, see fastrnn.gemm and $FASTRNN_GEMM)")
+    parser.add_argument("--precision", default="fp32", metavar="LIST",
+                        help="comma-separated precisions among fp32 and bf16 (default: fp32). "
+                             "Every compiled backend and PyTorch model runs in each: fastrnn's "
+                             "mixed precision (fastrnn.precision; bf16 product operands, float32 "
+                             "accumulation) and PyTorch under torch.autocast('cpu', "
+                             "dtype=torch.bfloat16); the reference runs in fp32 only. The header "
+                             "then also prints the measured bf16 GEMM rate and the CPU's bf16 "
+                             "hardware")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results (every timing, the table's columns, the "
                              "configuration) to this JSON file")
@@ -465,6 +537,19 @@ def _contender_names(parser, text):
     return list(dict.fromkeys(names))
 
 
+def _precisions(parser, text):
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if n not in PRECISIONS]
+    if bad or not names:
+        parser.error(f"--precision: expected a comma-separated list of {PRECISIONS}, got {text!r}")
+    if "bf16" in names:
+        try:
+            gemm.bf16_provider()
+        except (ImportError, ValueError) as err:
+            parser.error(f"--precision bf16: {err}")
+    return names
+
+
 def _set_threads(n):
     if n is None:
         return
@@ -478,34 +563,46 @@ def _set_threads(n):
 
 
 def run(preset="full", iters=None, warmup=None, threads=None, contenders=None, seed=0,
-        memory=True, profile=False, progress=True):
+        memory=True, profile=False, progress=True, precisions=("fp32",)):
     """Run the benchmark; returns the results dict that ``--json`` writes."""
     cfg = PRESETS[preset]
     iters = cfg["iters"] if iters is None else iters
     warmup = cfg["warmup"] if warmup is None else warmup
     names = available_contenders() if contenders is None else contenders
+    runs = contender_runs(names, precisions)
     _set_threads(threads)
     load_start = os.getloadavg()[0]
     word_to_idx = vocabulary()
     batches = make_batches(cfg, seed)
-    objs = [make_contender(n, cfg, word_to_idx, seed, profile) for n in names]
-    times, first_loss, sgemm = run_round_robin(objs, batches, iters, warmup, cfg["sgemm"],
-                                               progress)
+    objs = [make_contender(n, cfg, word_to_idx, seed, profile, p) for n, p in runs]
+    with _bf16_warning_once():
+        times, first_loss, sgemm = run_round_robin(objs, batches, iters, warmup, cfg["sgemm"],
+                                                   progress, bf16_gemm_providers(precisions, names))
     mem = {}
     if memory:
-        for n, c in zip(names, objs):
-            mem[c.name] = measure_memory(n, preset, seed, threads=threads)
+        for (n, p), c in zip(runs, objs):
+            mem[c.name] = measure_memory(n, preset, seed, threads=threads, precision=p)
     load_end = os.getloadavg()[0]
     summary = summarise(times, first_loss, sgemm, mem, cfg)
     result = {
         "preset": preset, "config": {k: cfg[k] for k in "NTDWHV"}, "cell_type": "lstm",
-        "dtype": "float32", "optimizer": f"adam lr={LEARNING_RATE}", "iters": iters,
+        "dtype": "float32", "precisions": list(precisions),
+        "bf16_capability": list(precision_mod.bf16_capability()),
+        "optimizer": f"adam lr={LEARNING_RATE}", "iters": iters,
         "warmup": warmup, "threads": threads, "seed": seed, "cpu_count": os.cpu_count(),
         "load_average_start": load_start, "load_average_end": load_end,
         "full_run_iterations": FULL_RUN_ITERATIONS, **summary,
     }
     result["_profile"] = format_profile(objs, iters + warmup) if profile else ""
     return result
+
+
+@contextlib.contextmanager
+def _bf16_warning_once():
+    """The header says what bf16 hardware there is: no RuntimeWarning about it as well."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fastrnn precision 'bf16'")
+        yield
 
 
 def main(argv=None):
@@ -529,8 +626,10 @@ def _main(parser, args):
         _write_json(args.json, summary)
         return 0
     names = _contender_names(parser, args.backends)
+    precisions = _precisions(parser, args.precision)
     result = run(args.preset, args.iters, args.warmup, args.threads, names, args.seed,
-                 memory=not args.no_memory, profile=args.profile, progress=not args.no_progress)
+                 memory=not args.no_memory, profile=args.profile, progress=not args.no_progress,
+                 precisions=precisions)
     profile = result.pop("_profile")
     print(format_header(args.preset, {**PRESETS[args.preset]}, result, args.threads,
                         (result["load_average_start"], result["load_average_end"])))

@@ -126,6 +126,12 @@ def build_parser():
                           "sends large products to oneDNN inside PyTorch when NumPy's OpenBLAS "
                           "runs narrower kernels than the CPU has, else NumPy's BLAS (default: "
                           "$FASTRNN_GEMM, else auto)")
+    run.add_argument("--precision", choices=fastrnn.precision.PRECISIONS,
+                     help="arithmetic of the fast path (fastrnn.precision): fp32, or bf16 "
+                          "(matrix-product operands in bfloat16, float32 accumulation, weights "
+                          "and optimizer in float32). Recorded in metrics.json and the "
+                          "checkpoint; --resume keeps the saved one unless this is given "
+                          "(default: $FASTRNN_PRECISION, else fp32)")
     run.add_argument("--threads", type=int, metavar="N",
                      help="threads for the compiled kernels and BLAS (default: all cores; with "
                           "--resume, the count stored in the checkpoint, which a bit-exact "
@@ -157,7 +163,12 @@ def settings_from(args):
 
 
 def main(argv=None):
-    return run_main(PROG, build_parser(), run, argv)
+    return run_main(PROG, build_parser(), _run_in_precision, argv)
+
+
+def _run_in_precision(args):
+    with fastrnn.use_precision(_precision(args)):
+        return run(args)
 
 
 def run(args):
@@ -268,6 +279,23 @@ _RUN_KEYS = {"data": (str, type(None)), "max_train": (int, type(None)), "raw_fea
              "eval_samples": int}
 
 
+def _precision(args):
+    """--precision, else (on --resume) the checkpoint's, else the one in force."""
+    name = args.precision
+    if name is None and args.resume and os.path.isfile(args.resume):
+        try:
+            name = checkpoint.saved_precision(args.resume)
+        except (OSError, ValueError, KeyError):
+            name = None      # an unreadable checkpoint is reported by the resume itself
+    try:
+        name = name or fastrnn.get_precision()
+        if name == "bf16":
+            gemm.bf16_provider()
+    except (ImportError, ValueError) as err:
+        raise CliError(f"--precision {name}: {err}") from None
+    return name
+
+
 def _saved_run(resume):
     """run.json next to the checkpoint: the data settings of the run being resumed."""
     path = os.path.join(os.path.dirname(os.path.abspath(resume)), "run.json")
@@ -354,7 +382,8 @@ def _print_plan(solver, data_dir, backend, threads, out):
           f"(x{solver.lr_decay:g} per epoch), batch {solver.batch_size}, {solver.num_epochs} "
           f"epochs of {solver.iterations_per_epoch} iterations")
     print(f"{PROG}: backend {backend} (available: {', '.join(fastrnn.available_backends())}), "
-          f"threads {threads}{_gemm_label(backend)}; writing to {os.path.abspath(out)}")
+          f"threads {threads}{_gemm_label(backend)}, precision {fastrnn.get_precision()}; "
+          f"writing to {os.path.abspath(out)}")
 
 
 def _gemm_label(backend):
@@ -373,6 +402,7 @@ def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads
               f"(median), {np.mean(times):.4f} mean")
     metrics_doc = {
         "backend": backend, "threads": threads, "gemm": gemm.default_provider(),
+        "precision": fastrnn.get_precision(),
         "data": os.path.abspath(data_dir),
         "model": {k: v for k, v in solver.model.config().items() if k != "word_to_idx"},
         "solver": solver._settings(), "iterations": solver.iteration,
