@@ -4,7 +4,7 @@
     python benchmarks/bench_training.py --preset small   # about a minute
     python benchmarks/bench_training.py --help           # every flag
 
-Use ``fastrnn.cli.bench.run(...)`` to get the results dict in your own code
+Use ``fastrnn.bench.training.run(...)`` to get the results dict in your own code
 (the same dict ``--json`` writes).
 """
 import sys

@@ -52,7 +52,7 @@ def default_preset(extra):
 
 
 def fullscale(iters, backend, seed=0):
-    from fastrnn.cli import bench
+    from fastrnn.bench import training as bench
     warnings.filterwarnings("ignore", message="fastrnn precision 'bf16'")
     cfg = bench.PRESETS["full"]
     words = bench.vocabulary()

@@ -9,7 +9,7 @@
   (``fastrnn.gemm.bf16_provider``).
 
 The precision is read by ``CaptioningRNN.loss`` (and so by the solver and the
-data-parallel path) through ``fastrnn.engine``; the CS231n layer functions of
+data-parallel path) through ``fastrnn.captioning.engine``; the CS231n layer functions of
 ``fastrnn.layers`` ignore it, and float64 models always run in float64 (they are
 for gradient checks, which bf16 rounding would defeat).
 

@@ -5,7 +5,7 @@ This module re-exports it for one release and will then be removed.
 import warnings
 
 from fastrnn.cola.config import POOLINGS
-from fastrnn.cola.metrics import matthews_corrcoef  # its home is fastrnn.metrics
+from fastrnn.cola.metrics import matthews_corrcoef
 from fastrnn.cola.transformer import ClassificationTransformer
 
 warnings.warn("fastrnn.transformer is deprecated: import ClassificationTransformer from "

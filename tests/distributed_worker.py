@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-from fastrnn.data import load_coco_data
-from fastrnn.distributed import DistributedContext, distributed_solver
-from fastrnn.model import CaptioningRNN
+from fastrnn.captioning.data import load_coco_data
+from fastrnn.captioning.distributed import DistributedContext, distributed_solver
+from fastrnn.captioning.model import CaptioningRNN
 
 SETTINGS = dict(update_rule="adam", optim_config={"learning_rate": 5e-3}, lr_decay=0.9,
                 batch_size=50, print_every=1000, progress=False, verbose=False, seed=3)

@@ -6,8 +6,8 @@ import pytest
 import fastrnn
 from fastrnn import optim
 from fastrnn.backends import load_backend
-from fastrnn.model import CaptioningRNN
-from fastrnn.solver import CaptioningSolver
+from fastrnn.captioning.model import CaptioningRNN
+from fastrnn.captioning.solver import CaptioningSolver
 
 BACKENDS = fastrnn.available_backends()
 COMPILED = [name for name in BACKENDS if name != "numpy"]

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from fastrnn import layers, optim
+from fastrnn.captioning.model import CaptioningRNN
+from fastrnn.captioning.solver import CaptioningSolver
 from fastrnn.cola import ClassificationTransformer
 from fastrnn.gradcheck import eval_numerical_gradient, rel_error
-from fastrnn.model import CaptioningRNN
-from fastrnn.solver import CaptioningSolver
 
 NOTEBOOK_VOCAB = {"<NULL>": 0, "cat": 2, "dog": 3}   # no <START>/<END>, ids not 0..V-1
 

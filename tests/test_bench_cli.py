@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.bench import training
+from fastrnn.captioning.model import CaptioningRNN
 from fastrnn.cli import bench
 from fastrnn.gradcheck import rel_error
-from fastrnn.model import CaptioningRNN
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
@@ -17,11 +18,11 @@ needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed
 def test_dense_count_at_full_scale_is_the_spec_figure():
     # SPEC section 6: "about 2.06 TFLOP per iteration if every one of the 16 timesteps
     # is computed densely".
-    assert bench.dense_flops(**bench.PRESETS["full"]) == pytest.approx(2.06e12, rel=0.005)
+    assert training.dense_flops(**training.PRESETS["full"]) == pytest.approx(2.06e12, rel=0.005)
 
 
 def test_coco_like_lengths():
-    for features, captions in bench.make_batches(bench.PRESETS["full"], seed=3):
+    for features, captions in training.make_batches(training.PRESETS["full"], seed=3):
         assert features.shape == (1024, 512) and features.dtype == np.float32
         assert captions.shape == (1024, 17) and captions[:, 0].tolist() == [1] * 1024
         words = (captions[:, 1:] != 0).sum(axis=1) - 1  # targets minus <END>
@@ -31,12 +32,12 @@ def test_coco_like_lengths():
 
 def test_tiny_run_prints_the_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    contenders = bench.available_contenders()
+    contenders = training.available_contenders()
     assert bench.main(["--preset", "tiny", "--iters", "2", "--warmup", "0", "--no-memory",
                        "--no-progress", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("contender"))
-    assert header.split() == " ".join(bench.COLUMNS).split()
+    assert header.split() == " ".join(training.COLUMNS).split()
     assert "GFLOP/s" in out and "sgemm" in out
 
     result = json.loads(path.read_text())
@@ -93,7 +94,8 @@ def test_bad_arguments_are_refused(argv, message, capsys):
 @pytest.mark.parametrize("packed", [False, True])
 def test_torch_baseline_computes_the_reference_loss_and_gradients(packed):
     import torch
-    from fastrnn.torch_baseline import TorchCaptioningLSTM
+
+    from fastrnn.captioning.torch_baseline import TorchCaptioningLSTM
     rng = np.random.default_rng(4)
     words = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"w{i}" for i in range(9)]
     model = CaptioningRNN({w: i for i, w in enumerate(words)}, input_dim=7, wordvec_dim=5,

@@ -12,9 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from fastrnn import checkpoint, threads
-from fastrnn.model import CaptioningRNN
-from fastrnn.solver import CaptioningSolver, TrainingDiverged
+from fastrnn import threads
+from fastrnn.captioning import checkpoint
+from fastrnn.captioning.model import CaptioningRNN
+from fastrnn.captioning.solver import CaptioningSolver, TrainingDiverged
 
 
 def toy_data(num_images=12, num_captions=40, dim=8, vocab=12, seed=0):
@@ -185,7 +186,7 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
 
 KILLED_WRITER = """
 import sys, time
-from fastrnn import checkpoint
+from fastrnn.captioning import checkpoint
 def write(f):
     f.write(b"half a checkpoint")
     f.flush()

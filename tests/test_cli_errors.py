@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from fastrnn.captioning.data import synthetic
 from fastrnn.cli import bench, cola, data, evaluate, train
-from fastrnn.data import synthetic
 
 PROGS = {train: "fastrnn-train", evaluate: "fastrnn-eval", data: "fastrnn-data",
          cola: "fastrnn-cola", bench: "fastrnn-bench"}
@@ -196,7 +196,8 @@ def test_divergence_is_a_runtime_error_and_writes_no_checkpoint(files, tmp_path,
 
 def test_full_disk_during_a_checkpoint_is_one_line(files, tmp_path, monkeypatch, capsys):
     import errno
-    from fastrnn import checkpoint
+
+    from fastrnn.captioning import checkpoint
     run = tmp_path / "run"
     ckpt = files / "run" / "checkpoint.npz"
     run.mkdir()
@@ -218,7 +219,8 @@ def test_full_disk_during_a_checkpoint_is_one_line(files, tmp_path, monkeypatch,
 
 def test_full_disk_while_writing_a_report_names_the_file(files, tmp_path, monkeypatch, capsys):
     import errno
-    from fastrnn import checkpoint
+
+    from fastrnn.captioning import checkpoint
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from fastrnn import checkpoint
+from fastrnn.captioning import checkpoint
+from fastrnn.captioning.data import synthetic
 from fastrnn.cli import evaluate, train
-from fastrnn.data import synthetic
 
 # small enough for a second or two per run
 FAST = ["--hidden-dim", "32", "--wordvec-dim", "16", "--batch-size", "100", "--eval-samples",

@@ -7,9 +7,13 @@ import h5py
 import numpy as np
 import pytest
 
+from fastrnn.captioning.data import (
+    decode_captions,
+    load_coco_data,
+    sample_coco_minibatch,
+    synthetic,
+)
 from fastrnn.cli.data import main as data_main
-from fastrnn.data import decode_captions, load_coco_data, sample_coco_minibatch
-from fastrnn.data import synthetic
 
 ALL_FILES = ["coco2014_captions.h5", "coco2014_vocab.json", "train2014_vgg16_fc7_pca.h5",
              "val2014_vgg16_fc7_pca.h5", "train2014_urls.txt", "val2014_urls.txt"]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine, layers
+from fastrnn import layers
 from fastrnn.backends import load_backend
+from fastrnn.captioning import engine
 
 BACKENDS = fastrnn.available_backends()
 
@@ -76,7 +77,7 @@ def test_an_empty_axis_is_refused_with_the_same_error_everywhere(backend, case):
 
 @pytest.mark.parametrize("kernels", BACKENDS)
 def test_engine_refuses_an_empty_batch(kernels):
-    from fastrnn.model import CaptioningRNN
+    from fastrnn.captioning.model import CaptioningRNN
     model = CaptioningRNN({"<NULL>": 0, "<START>": 1, "<END>": 2, "a": 3}, input_dim=4,
                           wordvec_dim=3, hidden_dim=5, cell_type="lstm", seed=0)
     with pytest.raises(ValueError, match="captioning_loss: features has shape \\(0, 4\\), "

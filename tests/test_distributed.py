@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastrnn.distributed import shard_bounds
+from fastrnn.captioning.distributed import shard_bounds
 
 pytest.importorskip("torch.distributed")
 
@@ -45,7 +45,7 @@ def torchrun(nproc, *args, timeout=240):
 
 @pytest.fixture(scope="module")
 def tiny_coco(tmp_path_factory):
-    from fastrnn.data.synthetic import generate
+    from fastrnn.captioning.data.synthetic import generate
     folder = tmp_path_factory.mktemp("coco") / "tiny"
     generate(folder, size="tiny", seed=0, progress=False)
     return folder

@@ -1,4 +1,4 @@
-"""The fused training path (fastrnn.engine) against the reference captioning model.
+"""The fused training path (fastrnn.captioning.engine) against the reference captioning model.
 
 The oracle is ``CaptioningRNN._loss_reference`` run on the NumPy backend. The
 engine runs with the NumPy reference kernels (so its own logic is tested on any
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine
 from fastrnn import gemm as gemm_module
 from fastrnn.backends import load_backend
+from fastrnn.captioning import engine
+from fastrnn.captioning.model import CaptioningRNN
 from fastrnn.gradcheck import rel_error
-from fastrnn.model import CaptioningRNN
 
 KERNELS = fastrnn.available_backends()          # 'numpy' always, compiled ones when built
 GEMMS = ["auto", "numpy"] + (["torch", "onednn"] if importlib.util.find_spec("torch") else [])

@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
+from fastrnn.captioning.model import CaptioningRNN
 from fastrnn.gradcheck import eval_numerical_gradient
-from fastrnn.model import CaptioningRNN
 
 WORDS = ["<NULL>", "<START>", "<END>", "a", "cat", "dog", "sits"]
 VOCAB = {w: i for i, w in enumerate(WORDS)}

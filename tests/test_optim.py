@@ -192,8 +192,8 @@ def test_state_arrays_must_match_the_weights(rule, key):
     (optim.rmsprop, {"epsilon": 0}, r"optim.rmsprop: config\['epsilon'\]"),
 ])
 def test_solver_checks_its_optim_config_up_front(update_rule, optim_config, words):
-    from fastrnn.model import CaptioningRNN
-    from fastrnn.solver import CaptioningSolver
+    from fastrnn.captioning.model import CaptioningRNN
+    from fastrnn.captioning.solver import CaptioningSolver
 
     words_to_idx = {"<NULL>": 0, "<START>": 1, "<END>": 2, "a": 3}
     data = {"train_captions": np.array([[1, 3, 2]]), "train_image_idxs": np.array([0]),

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine, gemm, precision
-from fastrnn.model import CaptioningRNN
+from fastrnn import gemm, precision
+from fastrnn.captioning import engine
+from fastrnn.captioning.model import CaptioningRNN
 
 pytestmark = pytest.mark.filterwarnings("ignore:fastrnn precision 'bf16'")
 
@@ -286,7 +287,7 @@ def test_float64_models_ignore_bf16():
 
 
 def test_solver_honours_bf16_and_tracks_fp32():
-    from fastrnn.solver import CaptioningSolver
+    from fastrnn.captioning.solver import CaptioningSolver
     histories = {}
     for prec in ("fp32", "bf16"):
         m, features, captions = _model("lstm", 40, 6, 31, 10, 8, 16, seed=1, holes=False)
@@ -309,9 +310,9 @@ def test_solver_honours_bf16_and_tracks_fp32():
 # ------------------------------------------------------------------ fastrnn-train
 
 def test_train_records_precision_and_resume_keeps_it(tmp_path, capsys):
-    from fastrnn import checkpoint
+    from fastrnn.captioning import checkpoint
+    from fastrnn.captioning.data import synthetic
     from fastrnn.cli import train
-    from fastrnn.data import synthetic
     data = tmp_path / "coco"
     synthetic.generate(data, size="tiny", seed=0, progress=False)
     fast = ["--hidden-dim", "16", "--wordvec-dim", "8", "--batch-size", "300",

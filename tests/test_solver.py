@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import checkpoint
-from fastrnn.model import CaptioningRNN
-from fastrnn.solver import CaptioningSolver, TrainingDiverged, _sigint_deferred
+from fastrnn.captioning import checkpoint
+from fastrnn.captioning.model import CaptioningRNN
+from fastrnn.captioning.solver import CaptioningSolver, TrainingDiverged, _sigint_deferred
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +90,7 @@ def assert_same_training(a, b):
 
 @pytest.fixture(scope="module")
 def tiny_coco(tmp_path_factory):
-    from fastrnn.data import load_coco_data, synthetic
+    from fastrnn.captioning.data import load_coco_data, synthetic
     folder = tmp_path_factory.mktemp("coco") / "tiny"
     synthetic.generate(folder, size="tiny", seed=0, progress=False)
     return load_coco_data(folder)
@@ -191,10 +191,10 @@ def test_interruption_and_checkpoints_are_logged_not_printed(tmp_path, caplog, c
     import logging
     solver = toy_solver(toy_data(), checkpoint_dir=tmp_path)
     interrupt_at(solver, call=7)
-    with caplog.at_level(logging.INFO, logger="fastrnn.solver"):
+    with caplog.at_level(logging.INFO, logger="fastrnn.captioning.solver"):
         with pytest.raises(KeyboardInterrupt):
             solver.train()
-    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "fastrnn.solver"]
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "fastrnn.captioning.solver"]
     assert (logging.INFO, f"checkpoint of iteration 4 written to {tmp_path / 'checkpoint.npz'}") \
         in messages   # the end of epoch 1
     assert messages[-1][0] == logging.WARNING
@@ -380,8 +380,8 @@ def test_captions_learn_from_the_image_features(tmp_path):
     rounding of training (features zeroed scored 0.18-0.25, the language model
     0.24-0.25, the seeing model 0.305-0.327), so it only has to be higher by 0.02.
     """
-    from fastrnn.data import load_coco_data, synthetic
-    from fastrnn.metrics import reference_bleu
+    from fastrnn.captioning.data import load_coco_data, synthetic
+    from fastrnn.captioning.metrics import reference_bleu
     synthetic.generate(tmp_path / "coco", size=10_000, seed=0, progress=False)
     data = load_coco_data(tmp_path / "coco")
     blind_data = zero_features(data)
@@ -415,10 +415,10 @@ def test_on_record_gets_every_logged_iteration_and_evaluation(tmp_path):
     (1, 4, 7, ... as CS231n prints), whether or not verbose, then each evaluation."""
     import json
 
-    from fastrnn.data.synthetic import ensure_dataset
-    from fastrnn.data import load_coco_data
-    from fastrnn.model import CaptioningRNN
-    from fastrnn.solver import CaptioningSolver
+    from fastrnn.captioning.data import load_coco_data
+    from fastrnn.captioning.data.synthetic import ensure_dataset
+    from fastrnn.captioning.model import CaptioningRNN
+    from fastrnn.captioning.solver import CaptioningSolver
 
     data = load_coco_data(ensure_dataset("tiny", 0, cache_dir=tmp_path), max_train=200, seed=0)
     model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],

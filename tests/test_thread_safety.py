@@ -19,7 +19,7 @@ import pytest
 
 import fastrnn
 from fastrnn import layers
-from fastrnn.model import CaptioningRNN
+from fastrnn.captioning.model import CaptioningRNN
 
 BACKENDS = fastrnn.available_backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]

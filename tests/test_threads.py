@@ -49,8 +49,9 @@ def test_set_num_threads_rejects_bad_counts(bad, error, words):
 
 def test_set_num_threads_reaches_numba_and_blas(restore_threads):
     pytest.importorskip("numba")
-    import fastrnn.backends.numba_backend  # noqa: F401  (loads numba as selecting it would)
     import numba
+
+    import fastrnn.backends.numba_backend  # noqa: F401  (loads numba as selecting it would)
     fastrnn.set_num_threads(1)
     assert fastrnn.get_num_threads() == 1
     assert numba.get_num_threads() == 1

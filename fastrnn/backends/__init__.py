@@ -25,7 +25,7 @@ API = (
     "temporal_softmax_loss",
 )
 
-# In-place kernels used by the fused training path (fastrnn.engine); their
+# In-place kernels used by the fused training path (fastrnn.captioning.engine); their
 # contract is documented on the reference versions in numpy_backend.
 KERNELS = ("lstm_gates_forward", "lstm_gates_backward", "softmax_cross_entropy_rows",
            "scatter_add_rows")

@@ -31,8 +31,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from fastrnn import threads  # noqa: E402
-from fastrnn.gemm import mm as _mm  # noqa: E402
 from fastrnn.backends import _cython_kernels  # noqa: E402
+from fastrnn.gemm import mm as _mm  # noqa: E402
 
 
 def _kernels():

@@ -28,7 +28,6 @@ import numpy as np
 
 from fastrnn import threads
 from fastrnn._validate import check_ids
-from fastrnn.gemm import mm as _mm   # a @ b through the default GEMM provider
 from fastrnn.backends import _numba_kernels as _k
 from fastrnn.backends.numpy_backend import (  # noqa: F401  (BLAS-only: nothing to fuse)
     affine_backward,
@@ -37,6 +36,7 @@ from fastrnn.backends.numpy_backend import (  # noqa: F401  (BLAS-only: nothing 
     temporal_affine_forward,
     word_embedding_forward,
 )
+from fastrnn.gemm import mm as _mm  # a @ b through the default GEMM provider
 
 threads.apply_to_loaded_backends()  # numba is imported now: honour the threads knob
 

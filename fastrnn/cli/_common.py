@@ -17,6 +17,7 @@ argparse ``type=`` functions; ``check_writable_dir`` / ``check_writable_file`` p
 an output location by creating (and removing) a file in it.
 """
 import argparse
+import json
 import math
 import os
 import sys
@@ -189,3 +190,18 @@ def check_writable_file(path, flag):
             raise CliError(f"{flag} {path}: cannot write this file ({err.strerror or err})") \
                 from None
     return path
+
+
+def as_usage_error(fn, *args):
+    """``fn(*args)``, its ValueError (a library's check of what the user gave) a CliError."""
+    try:
+        return fn(*args)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
+def write_json(path, doc):
+    """Write a JSON document atomically (a half-written report never replaces a whole one)."""
+    from fastrnn.captioning import checkpoint
+    text = json.dumps(doc, indent=2, default=checkpoint.to_builtin)
+    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")))

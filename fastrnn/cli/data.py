@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
+from fastrnn.captioning.data import coco, load_coco_data, synthetic
 from fastrnn.cli._common import CliError, Parser, check_writable_dir, non_negative_int, run_main
-from fastrnn.data import coco, load_coco_data, synthetic
 
 PROG = "fastrnn-data"
 
@@ -53,7 +53,7 @@ def build_parser():
 
     info = sub.add_parser(
         "info", help="summarise a COCO captioning folder",
-        description="Load a COCO captioning folder with fastrnn.data.load_coco_data (checking "
+        description="Load a COCO captioning folder with fastrnn.captioning.data.load_coco_data (checking "
                     "it on the way) and print its counts, vocabulary and caption lengths.")
     info.add_argument("dir", metavar="DIR", help="the folder (CS231n coco_captioning layout)")
     info.add_argument("--raw-features", action="store_true",

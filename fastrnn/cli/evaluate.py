@@ -2,22 +2,35 @@
 
     fastrnn-eval runs/20260101-120000/checkpoint.npz --beam-size 3
 
-The reporting helpers here (data folder resolution, BLEU table, sample
-captions) are shared with fastrnn-train.
+The scores come from ``fastrnn.captioning.evaluation``; the helpers here (data
+folder resolution, printing the BLEU table and the sample captions) are shared
+with fastrnn-train.
 """
-import json
 import os
 import sys
 
-import numpy as np
-
 import fastrnn
-from fastrnn import checkpoint, metrics
-from fastrnn.cli._common import (CliError, Parser, check_threads, check_writable_file,
-                                 non_negative_int, positive_int, run_main)
-from fastrnn.data import decode_captions, load_coco_data
+from fastrnn.captioning import checkpoint
+from fastrnn.captioning.data import load_coco_data
+from fastrnn.captioning.evaluation import (
+    check_compatible,
+    evaluate,
+    pca_for,
+    read_oracle,
+    sample_captions,
+)
+from fastrnn.cli._common import (
+    CliError,
+    Parser,
+    as_usage_error,
+    check_threads,
+    check_writable_file,
+    non_negative_int,
+    positive_int,
+    run_main,
+    write_json,
+)
 
-NUM_SHOWN = 5   # sample captions printed next to their ground truth
 PROG = "fastrnn-eval"
 
 
@@ -46,7 +59,7 @@ def resolve_data_dir(data_arg, prog):
         if data_arg is not None:
             print(f"{prog}: data from $FASTRNN_DATA = {data_arg}")
     if data_arg is None:
-        from fastrnn.data import default_data_dir
+        from fastrnn.captioning.data import default_data_dir
         print(f"{prog}: no --data given; using the built-in synthetic COCO set "
               f"(generated and cached on first use)")
         return default_data_dir()
@@ -70,58 +83,6 @@ def load_checkpoint_model(path):
         return checkpoint.load_model(path)
     except (OSError, ValueError) as err:
         raise CliError(str(err)) from None
-
-
-def write_json(path, doc):
-    """Write a JSON document atomically (a half-written report never replaces a whole one)."""
-    text = json.dumps(doc, indent=2, default=checkpoint._to_builtin)
-    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def read_oracle(data_dir):
-    """The synthetic generator's oracle scores, if this folder has them."""
-    path = os.path.join(data_dir, "synthetic_info.json")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            oracle = json.load(f).get("oracle")
-    except (OSError, ValueError, AttributeError) as err:
-        raise CliError(f"{path} is not a readable synthetic_info.json ({err}); regenerate the "
-                       f"folder with fastrnn-data synth") from None
-    if not isinstance(oracle, dict) or not oracle:
-        return None
-    return {"reference_bleu": oracle.get("unigram_bleu"), **oracle.get("corpus_bleu", {})}
-
-
-def evaluate(model, data, split="val", num_samples=1000, beam_size=1, seed=0, progress=True):
-    """{'reference_bleu': unigram BLEU over num_samples captions, 'bleu1'..'bleu4': corpus BLEU
-    over num_samples images} of the model's captions on a split."""
-    scores = {"reference_bleu": metrics.reference_bleu(
-        model, data, split=split, num_samples=num_samples, seed=seed, beam_size=beam_size,
-        progress=progress)}
-    scores.update(metrics.corpus_bleu_scores(model, data, split=split, num_images=num_samples,
-                                             seed=seed, beam_size=beam_size, progress=progress))
-    return scores
-
-
-def sample_captions(model, data, split="val", count=NUM_SHOWN, beam_size=1, seed=0):
-    """[{'image', 'url', 'generated', 'ground_truth': [...]}] for ``count`` random images."""
-    image_idxs = data[f"{split}_image_idxs"]
-    images = np.random.default_rng(seed).choice(np.unique(image_idxs), count, replace=False) \
-        if len(np.unique(image_idxs)) >= count else np.unique(image_idxs)
-    generated = model.sample(data[f"{split}_features"][images], max_length=30, beam_size=beam_size)
-    texts = decode_captions(np.atleast_2d(generated), data["idx_to_word"])
-    shown = []
-    for image, text in zip(images.tolist(), texts):
-        truth = decode_captions(data[f"{split}_captions"][image_idxs == image], data["idx_to_word"])
-        shown.append({"image": image, "url": str(data[f"{split}_urls"][image]),
-                      "generated": _strip(text), "ground_truth": [_strip(t) for t in truth]})
-    return shown
-
-
-def _strip(text):
-    return " ".join(w for w in text.split() if w not in ("<START>", "<END>"))
 
 
 def print_scores(scores, oracle, split, num_samples, beam_size):
@@ -149,16 +110,6 @@ def print_samples(samples):
         print(f"    model:  {s['generated']}")
         for truth in s["ground_truth"][:3]:
             print(f"    truth:  {truth}")
-
-
-def pca_for(model, data_dir):
-    """Whether the model reads the 512-d PCA features or the raw fc7 ones of this folder."""
-    if model.input_dim == 512:
-        return True
-    if os.path.isfile(os.path.join(data_dir, "train2014_vgg16_fc7.h5")):
-        return False
-    raise CliError(f"the model reads {model.input_dim}-d features, but {data_dir} only has the "
-                   f"512-d PCA features")
 
 
 # ------------------------------------------------------------------- command
@@ -205,13 +156,14 @@ def run(args):
     print(f"fastrnn-eval: {model.cell_type.upper()} hidden {model.hidden_dim}, word vectors "
           f"{model.wordvec_dim}, {model.dtype.name}; backend {backend}, threads {threads}")
     data_dir = resolve_data_dir(args.data, "fastrnn-eval")
-    data = load_data(data_dir, max_train=None, pca_features=pca_for(model, data_dir))
-    check_compatible(model, data, data_dir)
+    data = load_data(data_dir, max_train=None,
+                     pca_features=as_usage_error(pca_for, model, data_dir))
+    as_usage_error(check_compatible, model, data, data_dir)
 
     progress = not args.no_progress
     scores = evaluate(model, data, args.split, args.num_samples, args.beam_size, args.seed,
                       progress)
-    oracle = read_oracle(data_dir)
+    oracle = as_usage_error(read_oracle, data_dir)
     print_scores(scores, oracle, args.split, args.num_samples, args.beam_size)
     samples = sample_captions(model, data, args.split, beam_size=args.beam_size, seed=args.seed)
     print_samples(samples)
@@ -220,17 +172,6 @@ def run(args):
                                "split": args.split, "beam_size": args.beam_size,
                                "scores": scores, "oracle": oracle, "samples": samples})
     return 0
-
-
-def check_compatible(model, data, data_dir):
-    if len(data["word_to_idx"]) != model.vocab_size or any(
-            model.word_to_idx.get(w) != i for w, i in data["word_to_idx"].items()):
-        raise CliError(f"the model's vocabulary ({model.vocab_size} words) is not the one of "
-                       f"{data_dir} ({len(data['word_to_idx'])} words); evaluate it on the data "
-                       f"it was trained on")
-    if data["val_features"].shape[1] != model.input_dim:
-        raise CliError(f"the model reads {model.input_dim}-d features but {data_dir} has "
-                       f"{data['val_features'].shape[1]}-d ones")
 
 
 if __name__ == "__main__":

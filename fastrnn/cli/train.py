@@ -21,17 +21,37 @@ import time
 import numpy as np
 
 import fastrnn
-from fastrnn import checkpoint, gemm, metrics
-from fastrnn.cli._common import (CliError, Parser, check_threads, check_writable_dir,
-                                 non_negative_int, positive_float, positive_int, run_main)
-from fastrnn.cli.evaluate import (check_compatible, evaluate, load_data, print_samples,
-                                  print_scores, read_oracle, resolve_data_dir, sample_captions,
-                                  setup_compute, write_json)
-from fastrnn.distributed import DistributedContext, distributed_solver, launched_by_torchrun
+from fastrnn import gemm
+from fastrnn.captioning import checkpoint, metrics
+from fastrnn.captioning.distributed import (
+    DistributedContext,
+    distributed_solver,
+    launched_by_torchrun,
+)
+from fastrnn.captioning.evaluation import check_compatible, evaluate, read_oracle, sample_captions
+from fastrnn.captioning.model import CaptioningRNN
+from fastrnn.captioning.solver import CaptioningSolver
+from fastrnn.cli._common import (
+    CliError,
+    Parser,
+    as_usage_error,
+    check_threads,
+    check_writable_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_main,
+    write_json,
+)
+from fastrnn.cli.evaluate import (
+    load_data,
+    print_samples,
+    print_scores,
+    resolve_data_dir,
+    setup_compute,
+)
 from fastrnn.gemm import GEMM_PROVIDERS
-from fastrnn.model import CaptioningRNN
 from fastrnn.optim import RULES
-from fastrnn.solver import CaptioningSolver
 
 PROG = "fastrnn-train"
 
@@ -207,7 +227,7 @@ def run(args):
 
     if args.resume:
         solver = _resume(args, data, out, eval_fn, progress, context)
-        check_compatible(solver.model, data, data_dir)
+        as_usage_error(check_compatible, solver.model, data, data_dir)
     else:
         model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],
                               wordvec_dim=settings["wordvec_dim"],
@@ -416,7 +436,7 @@ def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads
         progress = not args.no_progress
         scores = evaluate(solver.model, data, "val", args.eval_samples, args.beam_size,
                           args.seed, progress)
-        oracle = read_oracle(data_dir)
+        oracle = as_usage_error(read_oracle, data_dir)
         print_scores(scores, oracle, "val", args.eval_samples, args.beam_size)
         samples = sample_captions(solver.model, data, "val", beam_size=args.beam_size,
                                   seed=args.seed)

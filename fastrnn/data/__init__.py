@@ -1,11 +1,9 @@
-"""COCO captioning data: the CS231n folder loader and a synthetic generator of the same files."""
-from fastrnn.data.coco import decode_captions, load_coco_data, sample_coco_minibatch
+"""Deprecated alias of ``fastrnn.captioning.data`` (moved there); removed in the next release."""
+import importlib
+import warnings
 
-
-def default_data_dir():
-    """The folder of the built-in dataset: the cached synthetic "small" set, made on first use."""
-    from fastrnn.data.synthetic import ensure_dataset
-    return ensure_dataset("small")
-
-
-__all__ = ["load_coco_data", "sample_coco_minibatch", "decode_captions", "default_data_dir"]
+_NEW = "fastrnn.captioning.data"
+warnings.warn(f"fastrnn.data is deprecated; import {_NEW} instead", DeprecationWarning,
+              stacklevel=2)
+globals().update({k: v for k, v in vars(importlib.import_module(_NEW)).items()
+                  if not k.startswith("__")})

@@ -59,8 +59,8 @@ def test_metrics_match_their_definitions():
         accuracy(y, p[:3])
     with pytest.raises(ValueError, match="y_pred must hold only 0 and 1"):
         accuracy(y, [0.9, 0.1, 0.2, 0.3, 0.8])
-    import fastrnn.metrics
-    assert matthews_corrcoef is fastrnn.metrics.matthews_corrcoef     # one implementation
+    import fastrnn.cola.metrics
+    assert matthews_corrcoef is fastrnn.cola.metrics.matthews_corrcoef     # one implementation
 
 
 # ------------------------------------------------------- train() and checkpoints
