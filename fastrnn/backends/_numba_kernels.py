@@ -80,8 +80,10 @@ def _exp_float32(x):
     """exp(x) in float32, the algorithm of fastrnn.backends.fastmath."""
     x = _EXP_HI if x > _EXP_HI else x      # comparisons, not min/max: NaN stays NaN
     x = _EXP_LO if x < _EXP_LO else x
-    n = np.int32(x * _LOG2E + _ROUND_SHIFT) - _ROUND_BIAS
-    nf = np.float32(n)
+    # n in float32 arithmetic: int32 - int32 is int64 in Numba, and int64 -> float32
+    # does not vectorise on AVX2.
+    nf = np.float32(np.int32(x * _LOG2E + _ROUND_SHIFT)) - np.float32(_ROUND_BIAS)
+    n = np.int32(nf)
     r = x - nf * _LN2_HI
     r = r - nf * _LN2_LO
     p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
