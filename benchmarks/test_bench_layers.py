@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fastrnn.backends import load_backend
+from fastrnn.backends.gate_order import from_torch_order, to_torch_order
 
 SIZES = {
     #        batch, time, vocab, (D, H) of the RNN, (D, H) of the LSTM, image features
@@ -98,13 +99,12 @@ def fastrnn_runner(be, function, a):
 
 def _ifgo(W, H):
     """fastrnn's gate blocks i, f, o, g (columns) -> PyTorch's i, f, g, o (rows)."""
-    return np.concatenate([W[..., :2 * H], W[..., 3 * H:], W[..., 2 * H:3 * H]], axis=-1).T.copy()
+    return to_torch_order(W, H).T.copy()
 
 
 def _from_ifgo(G, H):
     """PyTorch's i, f, g, o rows -> fastrnn's i, f, o, g columns."""
-    G = G.T
-    return np.concatenate([G[..., :2 * H], G[..., 3 * H:], G[..., 2 * H:3 * H]], axis=-1)
+    return from_torch_order(G.T, H)
 
 
 def torch_runner(function, a):

@@ -1,7 +1,7 @@
 """BLEU metrics: hand-computed cases of the formulas, and the model-level wrappers with fake models."""
 import importlib
-import warnings
 import math
+import warnings
 
 import numpy as np
 import pytest

@@ -8,10 +8,10 @@ take C-contiguous arrays; ``numba_backend`` makes sure of that.
 float32 and float64 share one source. ``_like`` casts a constant to the float
 type of an array element (a bare ``0.5`` would silently promote float32 work to
 float64), and ``_tanh`` / ``_exp`` pick an implementation per type: libm for
-float64, so results match the NumPy reference to ~1e-15; for float32 a
-branch-free rational / polynomial form accurate to a few ulp, because LLVM
-cannot vectorise libm calls (there is no SVML here) and these kernels are
-dominated by them (libm tanhf is ~40x slower than NumPy's SIMD tanh).
+float64, so results match the NumPy reference to ~1e-15; for float32 the
+branch-free form of ``fastrnn.backends.fastmath`` (shared with the Cython
+kernels), because LLVM cannot vectorise libm calls and these kernels are
+dominated by them.
 
 Each parallel kernel ``k`` has a twin ``k_serial`` with the same row functions,
 for work too small to be worth waking the thread pool (``numba_backend`` picks).
@@ -24,6 +24,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
+
+from fastrnn.backends import fastmath as fm
 
 # error_model="numpy": a float division by zero gives inf instead of raising, so
 # there is no branch in the loops and LLVM can vectorise them (4-15x here).
@@ -55,50 +57,66 @@ def _float32_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
-# tanh(x) ~ x * P(x^2) / Q(x^2) on |x| <= 9 (beyond, tanh is 1 in float32); a
-# least-squares rational fit to float64 tanh, max relative error 3.6e-7 in float32.
-_TANH_CLAMP = 9.0
-_TANH_P = (1.0, 0.13091237783314535, 0.0031120160021641595, 1.1238343930874084e-05,
-           -2.05651057926036e-08, 5.441292176730505e-11, -8.907879884177239e-14)
-_TANH_Q = (1.0, 0.46424567435488034, 0.02452731003289138, 0.00025578645421371566)
+# The one float32 exp/tanh of the compiled backends: algorithm and constants in
+# fastrnn.backends.fastmath (the Cython kernels mirror the same table). Constants
+# are bound as float32 at compile time, so no float64 arithmetic creeps in.
+_EXP_HI, _EXP_LO = np.float32(fm.EXP_HI), np.float32(fm.EXP_LO)
+_LOG2E, _ROUND_SHIFT = np.float32(fm.LOG2E), np.float32(fm.ROUND_SHIFT)
+_ROUND_BIAS = np.int32(fm.ROUND_BIAS)
+_LN2_HI, _LN2_LO = np.float32(fm.LN2_HI), np.float32(fm.LN2_LO)
+_P0, _P1, _P2, _P3, _P4, _P5 = (np.float32(c) for c in fm.EXP_P)
+_TANH_CUT = np.float32(fm.TANH_CUT)
+_Q0, _Q1, _Q2, _Q3, _Q4 = (np.float32(c) for c in fm.TANH_Q)
 
 
 @njit(**_SERIAL)
-def _tanh_float32(x):
-    f = np.float32
-    c = f(_TANH_CLAMP)
-    x = min(max(x, -c), c)
-    z = x * x
-    p = f(_TANH_P[6])
-    p = p * z + f(_TANH_P[5])
-    p = p * z + f(_TANH_P[4])
-    p = p * z + f(_TANH_P[3])
-    p = p * z + f(_TANH_P[2])
-    p = p * z + f(_TANH_P[1])
-    p = p * z + f(_TANH_P[0])
-    q = f(_TANH_Q[3])
-    q = q * z + f(_TANH_Q[2])
-    q = q * z + f(_TANH_Q[1])
-    q = q * z + f(_TANH_Q[0])
-    return min(max(x * p / q, f(-1.0)), f(1.0))
+def _pow2_float32(k):
+    """2**k for int32 -126 <= k <= 127, from its exponent bits."""
+    return _float32_from_bits((k + np.int32(127)) << np.int32(23))
 
 
 @njit(**_SERIAL)
 def _exp_float32(x):
-    """exp(x) = 2**k * exp(r), |r| <= ln2/2; degree-6 Taylor for exp(r) (~1 ulp).
-    Clamped to [-87, 88] so 2**k stays a normal float32."""
-    f = np.float32
-    x = min(max(x, f(-87.0)), f(88.0))
-    k = np.floor(x * f(1.4426950408889634) + f(0.5))
-    r = (x - k * f(0.693359375)) - k * f(-2.12194440e-4)  # ln 2 split in two for exactness
-    p = f(1.0 / 720)
-    p = p * r + f(1.0 / 120)
-    p = p * r + f(1.0 / 24)
-    p = p * r + f(1.0 / 6)
-    p = p * r + f(0.5)
-    p = p * r + f(1.0)
-    p = p * r + f(1.0)
-    return p * _float32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+    """exp(x) in float32, the algorithm of fastrnn.backends.fastmath."""
+    x = _EXP_HI if x > _EXP_HI else x      # comparisons, not min/max: NaN stays NaN
+    x = _EXP_LO if x < _EXP_LO else x
+    # n in float32 arithmetic: int32 - int32 is int64 in Numba, and int64 -> float32
+    # does not vectorise on AVX2.
+    nf = np.float32(np.int32(x * _LOG2E + _ROUND_SHIFT)) - np.float32(_ROUND_BIAS)
+    n = np.int32(nf)
+    r = x - nf * _LN2_HI
+    r = r - nf * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    p = p * r * r + r + np.float32(1.0)
+    n1 = n >> np.int32(1)
+    return p * _pow2_float32(n1) * _pow2_float32(n - n1)
+
+
+@njit(**_SERIAL)
+def _tanh_float32(x):
+    """tanh(x) in float32, the algorithm of fastrnn.backends.fastmath."""
+    ax = abs(x)
+    z = x * x
+    small = (((_Q0 * z + _Q1) * z + _Q2) * z + _Q3) * z + _Q4
+    small = small * z * x + x
+    large = np.float32(1.0) - np.float32(2.0) / (_exp_float32(np.float32(2.0) * ax)
+                                                 + np.float32(1.0))
+    large = -large if x < 0 else large
+    return small if ax < _TANH_CUT else large
+
+
+@njit(**_SERIAL)
+def exp_into(x, out):
+    """out = exp(x) with the kernels' own exp, 1-D (tests the approximation)."""
+    for j in range(x.shape[0]):
+        out[j] = _exp(x[j])
+
+
+@njit(**_SERIAL)
+def tanh_into(x, out):
+    """out = tanh(x) with the kernels' own tanh, 1-D (tests the approximation)."""
+    for j in range(x.shape[0]):
+        out[j] = _tanh(x[j])
 
 
 def _tanh(x):

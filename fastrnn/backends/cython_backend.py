@@ -7,14 +7,13 @@ it runs in ``fastrnn.backends._cython_kernels`` (built from
 ``kernels/_cython_kernels.pyx``): nonlinearities, cell update and their
 gradients fused per row, parallel over the batch with the GIL released.
 
-Three layout choices carry most of the speed:
+Layout carries most of the speed:
 
 * A step's inputs are stacked once into ``z = [x, prev_h, 1]`` of shape
   (N, D+H+1). The forward multiplies views of it; the backward gets dWx, dWh
   and db from ONE product ``z.T @ da`` (the column of ones yields db).
-* Sequences keep ``z`` for all timesteps (N, T, D+H+1): the input projection
-  of every timestep is one GEMM, each h_{t-1} is written into z by the kernel
-  that computes it, and the weight gradients are one GEMM after the loop.
+* Sequences run the time loop shared with the numba backend (``_sequence``):
+  one input projection before the loop, one product per weight gradient after it.
 
 Caches are private to this backend (``fastrnn.layers`` routes a cache back to
 the backend that made it). Inputs arrive validated but may be non-contiguous.
@@ -31,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from fastrnn import threads  # noqa: E402
-from fastrnn.backends import _cython_kernels  # noqa: E402
+from fastrnn.backends import _cython_kernels, _sequence  # noqa: E402
 from fastrnn.gemm import mm as _mm  # noqa: E402
 
 
@@ -107,48 +106,34 @@ def rnn_step_backward(dnext_h, cache):
     return (_mm(da, Wx.T), _mm(da, Wh.T)) + _split_weight_grads(_mm(z.T, da), D, H)
 
 
+class _Cells:
+    """The step kernels that the shared sequence loop (``_sequence``) runs on."""
+
+    rnn_cell_forward = staticmethod(lambda a, ah, b, next_h: _k.rnn_cell_forward(a, ah, b, next_h))
+    rnn_cell_backward = staticmethod(lambda dnext_h, next_h, da: _k.rnn_cell_backward(dnext_h, next_h, da))
+    lstm_gates_forward = staticmethod(lambda *args: lstm_gates_forward(*args))
+    lstm_gates_backward = staticmethod(lambda *args: lstm_gates_backward(*args))
+
+
 def rnn_forward(x, h0, Wx, Wh, b):
-    """x (N, T, D), h0 (N, H) -> h (N, T, H)."""
-    N, T, D = x.shape
-    H = h0.shape[1]
-    z = np.empty((N, T, D + H + 1), dtype=h0.dtype)
-    z[:, :, :D] = x
-    z[:, 0, D:-1] = h0
-    z[:, :, -1] = 1
-    xw = _mm(z[:, :, :D].reshape(N * T, D), Wx).reshape(N, T, H)   # all timesteps: one GEMM
-    h = np.empty((N, T, H), dtype=h0.dtype)
-    h_last = np.empty((N, H), dtype=h0.dtype)
-    _k.rnn_forward(xw, z, _c(b), Wh, h, h_last, np.empty((N, H), dtype=h0.dtype))
-    return h, (z, h_last, Wx, Wh)
+    """x (N, T, D), h0 (N, H) -> h (N, T, H); the loop of ``_sequence``."""
+    return _sequence.rnn_forward(_Cells, x, h0, Wx, Wh, _c(b))
 
 
 def rnn_backward(dh, cache):
     """dh (N, T, H) -> dx (N, T, D), dh0 (N, H), dWx, dWh, db."""
-    z, h_last, Wx, Wh = cache
-    N, T, H = dh.shape
-    D = Wx.shape[0]
-    da = np.empty((N, T, H), dtype=dh.dtype)
-    dh0 = np.empty((N, H), dtype=dh.dtype)
-    _k.rnn_backward(_c(dh), z, h_last, Wh, da, dh0)
-    da2 = da.reshape(N * T, H)
-    dx = _mm(da2, Wx.T).reshape(N, T, D)
-    return (dx, dh0) + _split_weight_grads(_mm(z.reshape(N * T, -1).T, da2), D, H)
+    return _sequence.rnn_backward(_Cells, dh, cache)
 
 
 # ------------------------------------------------------------------ embedding
 
-def word_embedding_forward(x, W):
-    """x int (N, T), W (V, D) -> out (N, T, D). The cache owns the ids (flat intp copy),
-    so the backward scatters with what this forward saw whatever the caller does."""
-    return W[x], (np.array(x, dtype=np.intp).reshape(-1), W.shape)
-
-
 def word_embedding_backward(dout, cache):
     """dout (N, T, D) -> dW (V, D); repeated words accumulate (race-free column blocks).
-    The kernel checks every id against V before it writes."""
-    ids, W_shape = cache
+    The cache is the reference forward's (it owns a copy of the ids); the kernel
+    checks every id against V before it writes."""
+    x, W_shape = cache
     dW = np.zeros(W_shape, dtype=dout.dtype)
-    _k.embedding_backward(ids, _c(dout).reshape(-1, W_shape[1]), dW)
+    _k.embedding_backward(_c(x.reshape(-1), dtype=np.intp), _c(dout).reshape(-1, W_shape[1]), dW)
     return dW
 
 
@@ -177,33 +162,14 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
 
 
 def lstm_forward(x, h0, Wx, Wh, b):
-    """x (N, T, D), h0 (N, H); zero initial cell state -> h (N, T, H)."""
-    N, T, D = x.shape
-    H = h0.shape[1]
-    dtype = h0.dtype
-    z = np.empty((N, T, D + H + 1), dtype=dtype)
-    z[:, :, :D] = x
-    z[:, 0, D:-1] = h0
-    z[:, :, -1] = 1
-    gates = _mm(z[:, :, :D].reshape(N * T, D), Wx).reshape(N, T, 4 * H)   # one GEMM for all t
-    c, tanh_c, h = (np.empty((N, T, H), dtype=dtype) for _ in range(3))
-    _k.lstm_forward(gates, z, _c(b), Wh, c, tanh_c, h, np.empty((N, 4 * H), dtype=dtype))
-    return h, (z, gates, c, tanh_c, Wx, Wh)
+    """x (N, T, D), h0 (N, H); zero initial cell state -> h (N, T, H); the loop of
+    ``_sequence``."""
+    return _sequence.lstm_forward(_Cells, x, h0, Wx, Wh, _c(b))
 
 
 def lstm_backward(dh, cache):
     """dh (N, T, H) -> dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,)."""
-    z, gates, c, tanh_c, Wx, Wh = cache
-    N, T, H = dh.shape
-    D = Wx.shape[0]
-    da = np.empty_like(gates)
-    dh0_T = np.empty((H, N), dtype=dh.dtype)
-    _k.lstm_backward(_c(dh), gates, c, tanh_c, Wh, da, dh0_T,
-                     np.empty((N, H), dtype=dh.dtype), np.zeros((N, H), dtype=dh.dtype))
-    da2 = da.reshape(N * T, 4 * H)
-    dx = _mm(da2, Wx.T).reshape(N, T, D)               # all timesteps: one GEMM
-    dW = _mm(z.reshape(N * T, -1).T, da2)                 # dWx, dWh, db: one GEMM
-    return (dx, dh0_T.T) + _split_weight_grads(dW, D, H)
+    return _sequence.lstm_backward(_Cells, dh, cache)
 
 
 # ------------------------------------------------------------ temporal layers

@@ -6,11 +6,9 @@ reference). What changes is how the work is laid out:
 - each step's elementwise work (LSTM gate nonlinearities + cell update, or the
   RNN tanh) is one parallel pass over the batch (``_numba_kernels``), instead of
   a dozen NumPy temporaries;
-- the sequence layers keep time-major buffers ``(T, N, .)``, so that every
-  timestep is a contiguous block; the input projection of all timesteps is ONE
-  product ``(T*N, D) @ Wx`` before the loop, and the weight gradients are ONE
-  product each after the backward loop (``dWx = X^T dA``, ``dWh = H_prev^T dA``)
-  instead of T small ones;
+- the sequence layers run the time loop shared with the cython backend
+  (``_sequence``: time-major buffers, one input projection before the loop, one
+  product per weight gradient after it) on these kernels;
 - the softmax loss is one pass per row (max, log-sum-exp, loss, gradient).
 
 Caches are private to this backend (``fastrnn.layers`` routes a cache back to
@@ -29,6 +27,7 @@ import numpy as np
 from fastrnn import threads
 from fastrnn._validate import check_ids
 from fastrnn.backends import _numba_kernels as _k
+from fastrnn.backends import _sequence
 from fastrnn.backends.numpy_backend import (  # noqa: F401  (BLAS-only: nothing to fuse)
     affine_backward,
     affine_forward,
@@ -93,53 +92,29 @@ def rnn_step_backward(dnext_h, cache):
     return _mm(da, Wx.T), _mm(da, Wh.T), _mm(x.T, da), _mm(prev_h.T, da), da.sum(axis=0)
 
 
+class _Cells:
+    """The step kernels that the shared sequence loop (``_sequence``) runs on."""
+
+    @staticmethod
+    def rnn_cell_forward(a, ah, b, next_h):
+        _kernel("rnn_cell_forward", next_h.size)(a, ah, b, next_h)
+
+    @staticmethod
+    def rnn_cell_backward(dnext_h, next_h, da):
+        _kernel("rnn_cell_backward", da.size)(dnext_h, next_h, da)
+
+    lstm_gates_forward = staticmethod(lambda *args: lstm_gates_forward(*args))
+    lstm_gates_backward = staticmethod(lambda *args: lstm_gates_backward(*args))
+
+
 def rnn_forward(x, h0, Wx, Wh, b):
-    """x (N, T, D), h0 (N, H) -> h (N, T, H)."""
-    N, T, D = x.shape
-    H = h0.shape[1]
-    xs = _c(x.transpose(1, 0, 2))                       # (T, N, D)
-    xw = _mm(xs.reshape(T * N, D), Wx).reshape(T, N, H)   # every step's x @ Wx at once
-    hs = np.empty((T + 1, N, H), dtype=h0.dtype)        # hs[t] is the state entering step t
-    hs[0] = h0
-    Wh, b = _c(Wh), _c(b)
-    hw = np.empty((N, H), dtype=h0.dtype)
-    cell = _kernel("rnn_cell_forward", hw.size)
-    for t in range(T):
-        _mm(hs[t], Wh, hw)
-        cell(xw[t], hw, b, hs[t + 1])
-    return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, Wx, Wh)
+    """x (N, T, D), h0 (N, H) -> h (N, T, H); the loop of ``_sequence``."""
+    return _sequence.rnn_forward(_Cells, x, h0, Wx, Wh, _c(b))
 
 
 def rnn_backward(dh, cache):
     """dh (N, T, H) upstream gradient of every hidden state -> dx, dh0, dWx, dWh, db."""
-    xs, hs, Wx, Wh = cache
-    T, N, D = xs.shape
-    H = hs.shape[2]
-    dhs = _c(dh.transpose(1, 0, 2))                     # (T, N, H)
-    da = np.empty((T, N, H), dtype=dh.dtype)            # pre-activation gradient of every step
-    dnext_h = np.empty((N, H), dtype=dh.dtype)
-    dprev_h = np.zeros((N, H), dtype=dh.dtype)
-    cell = _kernel("rnn_cell_backward", dnext_h.size)
-    for t in reversed(range(T)):
-        np.add(dhs[t], dprev_h, out=dnext_h)
-        cell(dnext_h, hs[t + 1], da[t])
-        _mm(da[t], Wh.T, dprev_h)
-    return _weight_grads(xs, hs, da, Wx, dprev_h)
-
-
-def _weight_grads(xs, hs, da, Wx, dh0):
-    """The products left after a backward loop, one GEMM each over all timesteps.
-
-    xs (T, N, D) inputs, hs (T+1, N, H) states, da (T, N, G) pre-activation
-    gradients -> dx (N, T, D), dh0, dWx (D, G), dWh (H, G), db (G,).
-    """
-    T, N, D = xs.shape
-    H, G = hs.shape[2], da.shape[2]
-    da2 = da.reshape(T * N, G)
-    dx = _c(_mm(da2, Wx.T).reshape(T, N, D).transpose(1, 0, 2))
-    dWx = _mm(xs.reshape(T * N, D).T, da2)
-    dWh = _mm(hs[:-1].reshape(T * N, H).T, da2)
-    return dx, dh0, dWx, dWh, da2.sum(axis=0)
+    return _sequence.rnn_backward(_Cells, dh, cache)
 
 
 # ------------------------------------------------------------------ embedding
@@ -182,41 +157,14 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
 
 
 def lstm_forward(x, h0, Wx, Wh, b):
-    """x (N, T, D), h0 (N, H); the initial cell state is zero -> h (N, T, H)."""
-    N, T, D = x.shape
-    H = h0.shape[1]
-    xs = _c(x.transpose(1, 0, 2))                           # (T, N, D)
-    gates = _mm(xs.reshape(T * N, D), Wx).reshape(T, N, 4 * H)  # x @ Wx, then activations
-    hs = np.empty((T + 1, N, H), dtype=h0.dtype)            # hs[t], cs[t] enter step t
-    cs = np.empty((T + 1, N, H), dtype=h0.dtype)
-    hs[0] = h0
-    cs[0] = 0
-    Wh, b = _c(Wh), _c(b)
-    hw = np.empty((N, 4 * H), dtype=h0.dtype)
-    cell = _kernel("lstm_cell_forward", hw.size)
-    for t in range(T):
-        _mm(hs[t], Wh, hw)
-        cell(gates[t], hw, b, cs[t], cs[t + 1], hs[t + 1])
-    return _c(hs[1:].transpose(1, 0, 2)), (xs, hs, cs, gates, Wx, Wh)
+    """x (N, T, D), h0 (N, H); the initial cell state is zero -> h (N, T, H); the loop of
+    ``_sequence``."""
+    return _sequence.lstm_forward(_Cells, x, h0, Wx, Wh, b)
 
 
 def lstm_backward(dh, cache):
     """dh (N, T, H) upstream gradient of every hidden state -> dx, dh0, dWx, dWh, db."""
-    xs, hs, cs, gates, Wx, Wh = cache
-    T, N, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    dhs = _c(dh.transpose(1, 0, 2))                         # (T, N, H)
-    da = np.empty((T, N, 4 * H), dtype=dh.dtype)
-    dnext_h = np.empty((N, H), dtype=dh.dtype)
-    dprev_h = np.zeros((N, H), dtype=dh.dtype)
-    dnext_c = np.zeros((N, H), dtype=dh.dtype)
-    dprev_c = np.empty((N, H), dtype=dh.dtype)
-    cell = _kernel("lstm_gates_backward", da[0].size)
-    for t in reversed(range(T)):
-        np.add(dhs[t], dprev_h, out=dnext_h)
-        cell(gates[t], cs[t], cs[t + 1], dnext_h, dnext_c, da[t], dprev_c)
-        dnext_c, dprev_c = dprev_c, dnext_c
-        _mm(da[t], Wh.T, dprev_h)
-    return _weight_grads(xs, hs, da, Wx, dprev_h)
+    return _sequence.lstm_backward(_Cells, dh, cache)
 
 
 # -------------------------------------------------------------------- softmax
@@ -248,9 +196,11 @@ def _tokens(y):
 def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
     """a (n, 4H) pre-activations (+ addend (n, 4H) if given) -> gate activations in place;
     next_c, next_h (n, H) written."""
-    if addend is not None:
-        np.add(a, addend, out=a)
-    _kernel("lstm_gates_forward", a.size)(a, prev_c, next_c, next_h)
+    if addend is None:
+        _kernel("lstm_gates_forward", a.size)(a, prev_c, next_c, next_h)
+    else:   # the sum happens inside the kernel's pass (a zero bias costs nothing)
+        _kernel("lstm_cell_forward", a.size)(a, addend, np.zeros(a.shape[1], a.dtype), prev_c,
+                                             next_c, next_h)
 
 
 def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from fastrnn.backends.gate_order import to_torch_order
+
 __all__ = ["TorchCaptioningLSTM", "TorchTrainer"]
 
-# PyTorch gate block j is fastrnn gate block _TORCH_FROM_FASTRNN[j] (i, f, g, o <- i, f, o, g)
-_TORCH_FROM_FASTRNN = [0, 1, 3, 2]
 
 
 class TorchCaptioningLSTM(nn.Module):
@@ -63,8 +63,7 @@ class TorchCaptioningLSTM(nn.Module):
         H = params["Wh"].shape[0]
 
         def reorder(w):  # (..., 4H) fastrnn gate blocks -> PyTorch's order
-            blocks = [w[..., k * H:(k + 1) * H] for k in range(4)]
-            return np.concatenate([blocks[k] for k in _TORCH_FROM_FASTRNN], axis=-1)
+            return to_torch_order(w, H)
 
         self.proj.weight.copy_(t(params["W_proj"].T))
         self.proj.bias.copy_(t(params["b_proj"]))
