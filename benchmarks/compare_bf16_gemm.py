@@ -37,7 +37,7 @@ def main(argv=None):
     if args.threads:
         from fastrnn import threads
         threads.set_num_threads(args.threads)
-    providers = {"float32 (%s)" % gemm.gemm_provider().uses: None}
+    providers = {f"float32 ({gemm.gemm_provider().uses})": None}
     for name in ("emulated", "mkl", "torch"):
         try:
             providers[f"bf16 {name}"] = gemm.bf16_provider(name)

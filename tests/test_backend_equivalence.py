@@ -175,7 +175,7 @@ def _compare_pair(backend, pair, shape, dtype, layout, seed=0):
 
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N%d-T%d-D%d-H%d-V%d" % s)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}-T{}-D{}-H{}-V{}".format(*s))
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 def test_forward_and_backward_match_reference(backend, pair, shape, dtype):
     _compare_pair(backend, pair, shape, dtype, "C")
@@ -213,7 +213,7 @@ def test_pairs_match_reference_with_onednn_products(backend, pair, layout, onedn
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N%d-T%d-D%d-H%d-V%d" % s)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}-T{}-D{}-H{}-V{}".format(*s))
 def test_temporal_softmax_loss_matches_reference(backend, shape, layout, dtype):
     N, T, D, H, V = shape
     i = Inputs(2, dtype, layout)
@@ -310,7 +310,7 @@ def test_lstm_gates_backward_may_update_dc_in_place(backend, dtype):
     got_args = [a.copy() for a in args]
     load_backend(REFERENCE).lstm_gates_backward(*ref_args)
     got_args[6] = got_args[4]  # dprev_c is dnext_c
-    getattr(load_backend(backend), "lstm_gates_backward")(*got_args)
+    load_backend(backend).lstm_gates_backward(*got_args)
     assert_close(got_args[5], ref_args[5], "da")
     assert_close(got_args[4], ref_args[6], "dprev_c")
 

@@ -108,7 +108,8 @@ class CaptioningSolver:
         results. ``fastrnn-train`` writes them to ``metrics.jsonl``.
     """
 
-    def __init__(self, model, data, update_rule="sgd", optim_config={}, lr_decay=1.0,
+    # optim_config={} is CS231n's signature; it is only read (copied below), never mutated.
+    def __init__(self, model, data, update_rule="sgd", optim_config={}, lr_decay=1.0,  # noqa: B006
                  batch_size=100, num_epochs=10, print_every=10, verbose=True, *, seed=None,
                  checkpoint_dir=None, eval_fn=None, progress=True, on_record=None):
         _check_data(data)
