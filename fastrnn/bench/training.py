@@ -33,7 +33,7 @@ from fastrnn import gemm, optim
 from fastrnn import precision as precision_mod
 
 PRESETS = {
-    # SPEC section 6: the 12-hour full-COCO configuration.
+    # The 12-hour full-COCO reference configuration.
     "full": dict(N=1024, T=16, D=512, W=256, H=2048, V=1004, iters=5, warmup=1, sgemm=4096),
     "small": dict(N=512, T=16, D=512, W=256, H=768, V=1004, iters=5, warmup=1, sgemm=2048),
     "tiny": dict(N=16, T=16, D=32, W=16, H=32, V=1004, iters=2, warmup=1, sgemm=256),

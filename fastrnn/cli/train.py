@@ -56,7 +56,7 @@ from fastrnn.optim import RULES
 PROG = "fastrnn-train"
 
 # "default" learns the built-in synthetic set in a few minutes on 2 cores;
-# "baseline" is the SPEC section 6 full-COCO run (1,170 iterations on all 400,135 captions).
+# "baseline" is the 12-hour full-COCO reference run (1,170 iterations on all 400,135 captions).
 PRESETS = {
     "default": dict(cell_type="lstm", hidden_dim=512, wordvec_dim=256, batch_size=100,
                     num_epochs=6, update_rule="adam", lr=5e-3, lr_decay=0.95,
@@ -104,7 +104,7 @@ def build_parser():
     model = p.add_argument_group("model and training (defaults from --preset)")
     model.add_argument("--preset", choices=sorted(PRESETS), default="default",
                        help="default: a few minutes on the built-in synthetic set; baseline: "
-                            "the SPEC full-COCO run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
+                            "the 12-hour full-COCO reference run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
     model.add_argument("--cell-type", choices=("rnn", "lstm"),
                        help=_preset_help("cell_type", "recurrent cell"))
     model.add_argument("--hidden-dim", type=positive_int, metavar="H",

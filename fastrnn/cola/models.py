@@ -9,7 +9,7 @@ class WithFeatures(torch.nn.Module):
     """The Transformer's logit plus a linear function of per-sentence features.
 
     The same as concatenating the features to the pooled vector before the final
-    linear layer, without touching the SPEC model. The feature weights start at
+    linear layer, without touching the assignment's model. The feature weights start at
     zero, so the untrained model is the Transformer alone; ``fit_features``
     fits them alone first (a logistic regression) and freezes them.
     """

@@ -1,4 +1,4 @@
-"""A one-block Transformer sentence classifier (PyTorch), SPEC §5.
+"""A one-block Transformer sentence classifier (PyTorch), the CS7643 assignment's model.
 
 ``ClassificationTransformer`` reads a ``[CLS]``-first sequence of token ids
 (N, T), T <= max_length, and returns the probability that each sentence is
@@ -15,7 +15,7 @@ heads. An optional boolean ``pad_mask`` (N, T), true at pad positions, removes
 pad keys from every softmax and zeroes the pad rows before pooling, so the
 output does not depend on what the pad positions hold.
 
-The constructor defaults are the SPEC's (no dropout, flatten pooling, no
+The constructor defaults are the assignment's (no dropout, flatten pooling, no
 subwords). The options after them (dropout, pooling, subwords, seed) exist for
 training on CoLA; see ``fastrnn.cola.training`` for the recipe that uses them.
 
@@ -46,7 +46,7 @@ class ClassificationTransformer(nn.Module):
     max_length: longest sequence accepted, and the flatten width T*H.
     dropout: on attention weights, on each block's output before its residual
     sum and on the pooled features; embed_dropout: on the summed embeddings.
-    pooling: 'flatten' (SPEC: (N, max_length*H) -> linear), 'cls' (row 0),
+    pooling: 'flatten' (the assignment's: (N, max_length*H) -> linear), 'cls' (row 0),
     'mean' (mean over non-pad rows) or 'max' (feature-wise max over non-pad rows).
     num_subwords: size of the character n-gram table (id 0 = empty slot); 0
     (default) means no subwords.
