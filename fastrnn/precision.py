@@ -27,6 +27,7 @@ import contextlib
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -48,13 +49,13 @@ def _check(name, source):
     return name
 
 
-def set_precision(name):
+def set_precision(name: str) -> None:
     """Use precision ``name`` ('fp32' or 'bf16') in every thread from now on;
     ``None`` goes back to ``$FASTRNN_PRECISION`` / 'fp32'."""
     _global["name"] = None if name is None else _check(name, "set_precision: name")
 
 
-def get_precision():
+def get_precision() -> str:
     """The precision in force: a ``use_precision`` block, else ``set_precision``,
     else ``$FASTRNN_PRECISION``, else 'fp32'."""
     override = getattr(_state, "name", None)
@@ -67,7 +68,7 @@ def get_precision():
 
 
 @contextlib.contextmanager
-def use_precision(name):
+def use_precision(name: str) -> Iterator[str]:
     """Context manager: run the enclosed block (in this thread) in precision ``name``."""
     _check(name, "use_precision: name")
     previous = getattr(_state, "name", None)

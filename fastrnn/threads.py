@@ -43,7 +43,7 @@ _blas_limiter = []   # the live threadpoolctl limiter (kept so its limit holds)
 MAX_THREADS = 1024
 
 
-def check_num_threads(n, source):
+def check_num_threads(n: int, source: str) -> int:
     """``n`` as an int if it is a valid thread count (an integer in [1, MAX_THREADS]).
 
     Raises TypeError (not an integer; bool refused) or ValueError (out of range)
@@ -86,7 +86,7 @@ def _cores():
         return os.cpu_count() or 1
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use ``n`` threads (int, 1 to ``MAX_THREADS``) in the Numba, OpenMP and BLAS pools
     from now on."""
     n = check_num_threads(n, "set_num_threads: n")
@@ -96,7 +96,7 @@ def set_num_threads(n):
     apply_to_loaded_backends()
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The thread count fastrnn asks of its pools: the knob, else ``$FASTRNN_NUM_THREADS``,
     else the number of cores this process may run on."""
     with _lock:

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 
 API = (
     "affine_forward", "affine_backward",
@@ -81,12 +82,12 @@ def _probe(name):
         return False
 
 
-def available_backends():
+def available_backends() -> list[str]:
     """Names of the backends this install can run, fastest first; 'numpy' is always there."""
     return [name for name in _REGISTRY if _probe(name)]
 
 
-def load_backend(name):
+def load_backend(name: str) -> "Backend":
     """The ``Backend`` object for ``name``, importing it on first use."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown fastrnn backend {name!r}; available backends: "
@@ -126,13 +127,13 @@ def _default_name():
     return REFERENCE
 
 
-def set_backend(name):
+def set_backend(name: str) -> None:
     """Make ``name`` the active backend for every thread (raises if it cannot run here)."""
     load_backend(name)
     _global["name"] = name
 
 
-def get_backend():
+def get_backend() -> str:
     """Name of the active backend: a ``use_backend`` block, else ``set_backend``,
     else ``$FASTRNN_BACKEND``, else the fastest available."""
     override = getattr(_state, "name", None)
@@ -149,7 +150,7 @@ def active():
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: str) -> Iterator["Backend"]:
     """Context manager: run the enclosed block (in this thread) on backend ``name``."""
     load_backend(name)
     previous = getattr(_state, "name", None)
