@@ -47,7 +47,7 @@ from fastrnn.precision import get_precision, warn_if_slow
 
 __all__ = ["captioning_loss", "plan_batch", "Workspace", "CELL_TYPES", "GEMM_PROVIDERS"]
 
-CELL_TYPES = ("lstm", "rnn")
+CELL_TYPES = ("rnn", "lstm")   # the one list; the model imports it
 PARAM_NAMES = ("W_embed", "W_proj", "b_proj", "Wx", "Wh", "b", "W_vocab", "b_vocab")
 
 
@@ -140,10 +140,6 @@ class Workspace:
             self.picked = o(R, H)
         self.scores_b = self.scores if same else o(R, V)
         self.dgates_b = self.dgates if same else o(R, G)
-
-    def nbytes(self):
-        arrays = {id(a): a for a in vars(self).values() if isinstance(a, np.ndarray)}
-        return sum(a.nbytes for a in arrays.values()) + sum(a.nbytes for a in self.dc)
 
 
 def _key(N, T, H, G, V, dtype, operand=None):
@@ -360,7 +356,6 @@ def _check(params, features, captions, null_idx, cell_type):
 
 class _LSTM:
     """Elementwise part of an LSTM step, from the backend's fused kernels."""
-    gate_factor = 4
 
     def __init__(self, kernels):
         self.k = kernels
@@ -381,7 +376,6 @@ class _LSTM:
 
 class _RNN:
     """Elementwise part of a vanilla-RNN step: h = tanh(a); da = dh * (1 - h^2)."""
-    gate_factor = 1
 
     def forward(self, ws, lo, hi, prev_lo, n, recurrent):
         a = ws.gates[lo:hi]

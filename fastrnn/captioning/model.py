@@ -25,7 +25,7 @@ from fastrnn.precision import get_precision
 
 __all__ = ["CaptioningRNN"]
 
-CELL_TYPES = ("rnn", "lstm")
+CELL_TYPES = engine.CELL_TYPES
 
 
 class CaptioningRNN:
@@ -129,8 +129,7 @@ class CaptioningRNN:
         # path wants a real row for it, so that vocabulary runs on the reference.
         null_in_range = 0 <= self._null < self.vocab_size
         bf16 = get_precision() == "bf16" and self.dtype == np.float32
-        if ((get_backend() != REFERENCE or bf16) and self.cell_type in engine.CELL_TYPES
-                and null_in_range):
+        if (get_backend() != REFERENCE or bf16) and null_in_range:
             # The fused path (fastrnn.captioning.engine) on the active backend's kernels; equal to
             # the reference, which the NumPy backend keeps running for readability.
             # Mixed precision (fastrnn.precision) exists on the fused path only, so

@@ -40,16 +40,13 @@ def setup_compute(backend=None, threads=None):
     """Select the backend and thread count; returns (backend name, threads)."""
     if threads is not None:
         threads = check_threads(threads, "--threads")
-        set_threads = getattr(fastrnn, "set_num_threads", None)
-        if set_threads is not None:
-            set_threads(threads)
+        fastrnn.set_num_threads(threads)
     if backend is not None:
         try:
             fastrnn.set_backend(backend)
         except (ValueError, ImportError) as err:
             raise CliError(str(err)) from None
-    get_threads = getattr(fastrnn, "get_num_threads", None)
-    return fastrnn.get_backend(), (get_threads() if get_threads else threads)
+    return fastrnn.get_backend(), fastrnn.get_num_threads()
 
 
 def resolve_data_dir(data_arg, prog):

@@ -29,7 +29,7 @@ from fastrnn.captioning.distributed import (
     launched_by_torchrun,
 )
 from fastrnn.captioning.evaluation import check_compatible, evaluate, read_oracle, sample_captions
-from fastrnn.captioning.model import CaptioningRNN
+from fastrnn.captioning.model import CELL_TYPES, CaptioningRNN
 from fastrnn.captioning.solver import CaptioningSolver
 from fastrnn.cli._common import (
     CliError,
@@ -105,7 +105,7 @@ def build_parser():
     model.add_argument("--preset", choices=sorted(PRESETS), default="default",
                        help="default: a few minutes on the built-in synthetic set; baseline: "
                             "the 12-hour full-COCO reference run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
-    model.add_argument("--cell-type", choices=("rnn", "lstm"),
+    model.add_argument("--cell-type", choices=CELL_TYPES,
                        help=_preset_help("cell_type", "recurrent cell"))
     model.add_argument("--hidden-dim", type=positive_int, metavar="H",
                        help=_preset_help("hidden_dim", "hidden state size"))
