@@ -17,7 +17,9 @@ argparse ``type=`` functions; ``check_writable_dir`` / ``check_writable_file`` p
 an output location by creating (and removing) a file in it.
 """
 import argparse
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -205,3 +207,29 @@ def write_json(path, doc):
     from fastrnn.captioning import checkpoint
     text = json.dumps(doc, indent=2, default=checkpoint.to_builtin)
     checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+class _ProgressLineHandler(logging.Handler):
+    """Prints a library's log lines to stdout without breaking a tqdm progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        tqdm.write(self.format(record), file=sys.stdout)
+        sys.stdout.flush()   # progress stays visible when stdout is a file
+
+
+@contextlib.contextmanager
+def printing_log(name, level=logging.INFO):
+    """Within the block, print the ``name`` logger's records of ``level`` and above."""
+    logger = logging.getLogger(name)
+    handler = _ProgressLineHandler(level)
+    previous = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]

@@ -20,6 +20,7 @@ from fastrnn.cli._common import (
     open_unit_interval,
     positive_float,
     positive_int,
+    printing_log,
     run_main,
     unit_interval,
 )
@@ -185,7 +186,8 @@ def run(args):
         data = prepare_data(config)
     except (OSError, ValueError) as e:
         raise CliError(str(e)) from None
-    result = train(config, data)
+    with printing_log("fastrnn.cola"):
+        result = train(config, data)
     print_report(data, config, result.report)
     return 0
 

@@ -15,8 +15,8 @@ options and docs/experiments/cola.md the recipes tried.
 """
 import copy
 import dataclasses
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -33,6 +33,9 @@ from fastrnn.cola.lm import lm_features
 from fastrnn.cola.metrics import accuracy, matthews_corrcoef
 from fastrnn.cola.models import MeanEnsemble, WithFeatures
 from fastrnn.cola.transformer import ClassificationTransformer
+
+# Progress lines (members, epochs) go through logging; fastrnn-cola prints them.
+logger = logging.getLogger(__name__)
 
 __all__ = ["train", "TrainResult", "prepare_data", "attach_lm_features", "build_model",
            "pretrain", "fit_and_select", "select_ensemble", "evaluate", "score_on_test",
@@ -114,8 +117,7 @@ def _train_and_evaluate(data, config):
     for k in range(config.ensemble):
         member = dataclasses.replace(config, seed=config.seed + MEMBER_SEED_STRIDE * k)
         if config.ensemble > 1:
-            tqdm.write(f"ensemble member {k + 1} of {config.ensemble} (seed {member.seed})",
-                       file=sys.stdout)
+            logger.info("ensemble member %d of %d (seed %d)", k + 1, config.ensemble, member.seed)
             member = dataclasses.replace(member, out=None)  # only the whole ensemble is written
         torch.manual_seed(member.seed)
         model = build_model(data, member)
@@ -244,8 +246,7 @@ def pretrain(model, data, config):
             scheduler.step()
             epoch_losses.append(loss.item())
         losses.append(float(np.mean(epoch_losses)))
-        tqdm.write(f"pre-training epoch {epoch:3d}  masked-token loss {losses[-1]:.4f}",
-                   file=sys.stdout)
+        logger.info("pre-training epoch %3d  masked-token loss %.4f", epoch, losses[-1])
     return losses
 
 
@@ -300,10 +301,8 @@ def fit_and_select(model, data, config):
         history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)),
                             val_loss=val["loss"], val_mcc=val_mcc, threshold=val_threshold))
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_mcc=f"{val_mcc:.3f}")
-        tqdm.write(f"epoch {epoch:3d}  train loss {np.mean(losses):.4f}  val loss "
-                   f"{val['loss']:.4f}  val MCC {val_mcc:.4f}  "
-                   f"({time.perf_counter() - started:.0f} s)", file=sys.stdout)
-        sys.stdout.flush()  # progress stays visible when stdout is a file
+        logger.info("epoch %3d  train loss %.4f  val loss %.4f  val MCC %.4f  (%.0f s)", epoch,
+                    np.mean(losses), val["loss"], val_mcc, time.perf_counter() - started)
         if val_mcc > best["val_mcc"]:
             best = dict(val_mcc=val_mcc, epoch=epoch, threshold=val_threshold,
                         state=copy.deepcopy(evaluated.state_dict()))

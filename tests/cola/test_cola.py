@@ -4,6 +4,7 @@ Everything runs on a small generated GLUE-layout folder; the real CoLA release i
 used for a short run when the project's shared copy is present next to the
 repository (tests may look there; the package never does).
 """
+import re
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,8 @@ def test_cli_trains_reports_and_writes_a_checkpoint(cola_dir, tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "majority class (1)" in text and "sentences/s" in text and "with mask" in text
+    # The library logs each epoch (logger fastrnn.cola.training); the CLI prints it.
+    assert re.search(r"^epoch +2  train loss [0-9.]+  val loss [0-9.]+  val MCC", text, re.M)
     model, checkpoint = load_checkpoint(out)
     result = checkpoint["result"]
     assert result["majority_accuracy"] == pytest.approx(np.mean(
@@ -304,3 +307,16 @@ def test_corrupted_copies_are_labelled_unacceptable_and_differ_by_one_local_edit
 def test_cli_rejects_a_bad_threshold(cola_dir, capsys):
     assert cli.main(["--data", str(cola_dir), "--threshold", "1.5", "--no-progress"]) == 2
     assert "--threshold must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_training_logs_epochs_through_logging_not_print(cola_dir, caplog, capsys):
+    import logging
+    config = cli.config_from_args(cli.build_parser().parse_args(
+        ["--data", str(cola_dir), "--n-train", "250", "--epochs", "2", "--bench-batches", "0"]
+        + SMALL))
+    with caplog.at_level(logging.INFO, logger="fastrnn.cola"):
+        training.train(config)
+    epochs = [r.getMessage() for r in caplog.records if r.name == "fastrnn.cola.training"
+              and r.getMessage().startswith("epoch")]
+    assert len(epochs) == 2
+    assert "epoch" not in capsys.readouterr().out   # the library itself prints no epoch lines
