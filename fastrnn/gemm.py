@@ -209,12 +209,16 @@ def default_provider():
     """Name of the provider used when none is named: a ``use_provider`` block of this
     thread, else the last ``set_default_provider``, else ``$FASTRNN_GEMM``, else 'auto'."""
     name = getattr(_block, "name", None)
+    return name if name is not None else _chosen(_default, ENV, GEMM_PROVIDERS)
+
+
+def _chosen(state, env, choices):
+    """The name set in ``state`` (by a setter), else ``$env``, else 'auto'."""
+    name = state["name"]
     if name is None:
-        name = _default["name"]
-    if name is None:
-        name = os.environ.get(ENV, "").strip() or "auto"
-        if name not in GEMM_PROVIDERS:
-            raise ValueError(f"{ENV}={name!r} must be one of {GEMM_PROVIDERS}")
+        name = os.environ.get(env, "").strip() or "auto"
+        if name not in choices:
+            raise ValueError(f"{env}={name!r} must be one of {choices}")
     return name
 
 
@@ -534,12 +538,7 @@ _bf16_default = {"name": None}
 def default_bf16_provider():
     """Name of the bf16 provider used when none is named: ``set_default_bf16_provider``,
     else ``$FASTRNN_BF16_GEMM``, else 'auto'."""
-    name = _bf16_default["name"]
-    if name is None:
-        name = os.environ.get(BF16_ENV, "").strip() or "auto"
-        if name not in BF16_PROVIDERS:
-            raise ValueError(f"{BF16_ENV}={name!r} must be one of {BF16_PROVIDERS}")
-    return name
+    return _chosen(_bf16_default, BF16_ENV, BF16_PROVIDERS)
 
 
 def set_default_bf16_provider(name):
