@@ -5,7 +5,8 @@ folder ``fastrnn/`` (which has no compiled extension after a regular
 ``pip install .``) would shadow the installed package and half the suite would
 silently skip. This file is read before any test imports fastrnn: it drops the
 checkout from ``sys.path`` (an editable install still finds the checkout through
-its own import hook) and stops with one line when fastrnn is not installed.
+its own import hook), makes the interpreters the tests start do the same, and
+stops with one line when fastrnn is not installed.
 """
 import importlib.util
 import os
@@ -16,6 +17,9 @@ import pytest
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+# The interpreters that tests start (`python -c ...`, `python -m ...`) inherit this: they
+# must not put the working directory (the checkout) first on sys.path either (Python >= 3.11).
+os.environ.setdefault("PYTHONSAFEPATH", "1")
 if "fastrnn" not in sys.modules and importlib.util.find_spec("fastrnn") is None:
     raise pytest.UsageError(
         'fastrnn is not installed in this environment: run `pip install ".[test]"` from the '
