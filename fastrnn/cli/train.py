@@ -445,8 +445,8 @@ def _report(args, solver, data, data_dir, out, checkpoint_path, backend, threads
                             "eval_samples": args.eval_samples, "samples": samples})
     write_json(os.path.join(out, "metrics.json"), metrics_doc)
     plot_losses(solver, os.path.join(out, "loss.png"))
-    print(f"\n{PROG}: wrote {os.path.join(out, 'loss.png')}, {os.path.join(out, 'metrics.json')} "
-          f"and {checkpoint_path}")
+    print(f"\n{PROG}: wrote {os.path.join(out, 'loss.png')}, {os.path.join(out, 'metrics.json')}, "
+          f"{os.path.join(out, 'metrics.jsonl')} and {checkpoint_path}")
     print(f"{PROG}: evaluate again with `fastrnn-eval {checkpoint_path}`; train longer with "
           f"`fastrnn-train --resume {checkpoint_path} --num-epochs N`")
     return 0
