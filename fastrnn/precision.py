@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["PRECISIONS", "set_precision", "get_precision", "use_precision",
            "bf16_capability", "describe_capability", "round_bf16", "to_bf16_bits",
-           "from_bf16_bits", "warn_if_slow"]
+           "from_bf16_bits", "to_operand", "warn_if_slow"]
 
 ENV = "FASTRNN_PRECISION"
 PRECISIONS = ("fp32", "bf16")
@@ -144,41 +144,46 @@ def _rounded_bits_numpy(x):
     return r.astype(np.uint32)
 
 
-_jit = {}
-
-
-def _kernels():
-    """The Numba conversion kernels (one parallel pass each), compiled on first use."""
-    if not _jit:
-        import numba
-
-        @numba.njit(inline="always")
-        def rounded(u):
-            if (u & 0x7FFFFFFF) > 0x7F800000:
-                return (u | _QUIET_BIT) & _HIGH
-            return (u + (_ROUND_BIAS + ((u >> 16) & 1))) & _HIGH
-
-        def round_f32(src, dst):    # src, dst uint32 (n,) views of float32 data
-            for i in numba.prange(src.shape[0]):
-                dst[i] = rounded(np.uint64(src[i]))
-
-        def to_bits(src, dst):      # src uint32 (n,), dst uint16 (n,)
-            for i in numba.prange(src.shape[0]):
-                dst[i] = rounded(np.uint64(src[i])) >> 16
-
-        from fastrnn import threads
-        threads.apply_to_loaded_backends()
-        for name, fn in (("round_f32", round_f32), ("to_bits", to_bits)):
-            _jit[name] = (numba.njit(cache=True)(fn), numba.njit(parallel=True, cache=True)(fn))
-    return _jit
-
-
-# Below this many elements a conversion runs on one thread: waking a pool costs more.
+# Below this many elements a Numba conversion runs on one thread: waking a pool costs more.
 PARALLEL_MIN_SIZE = 1 << 16
 
+_cython = {}
 
-def _convert(kernel, src, dst):
-    _kernels()[kernel][src.size >= PARALLEL_MIN_SIZE](src, dst)
+
+def _cython_converter():
+    """The compiled extension's conversion (``bf16_operand_flat``), or None when this
+    install has no extension. Preferred over Numba's, so that a run on the cython backend
+    never loads Numba's compiler and its memory just to convert operands."""
+    if "fn" not in _cython:
+        try:
+            from fastrnn.backends.cython_backend import _k
+            _cython["fn"] = getattr(_k, "bf16_operand_flat", None)
+        except ImportError:
+            _cython["fn"] = None
+    return _cython["fn"]
+
+
+def _convert(src, dst, use_cython=None):
+    """float32 src (n,) -> dst (n,): uint16 bit patterns or rounded float32 (dst may be
+    src). ``use_cython``: force one implementation (tests); default the compiled one."""
+    fn = _cython_converter() if use_cython is not False else None
+    if use_cython and fn is None:
+        raise ImportError("the compiled conversion kernels are not built")
+    if fn is not None:
+        fn(src, dst)
+        return
+    from fastrnn.backends import _numba_kernels as k
+    (k.bf16_operand_flat if src.size >= PARALLEL_MIN_SIZE else k.bf16_operand_flat_serial)(src, dst)
+
+
+def _check_out(fn, out, x, dtype):
+    """The conversion kernels write as many elements as x has: out must match exactly."""
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != x.shape:
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"{fn}: out must be a {np.dtype(dtype)} array of shape {x.shape}, "
+                         f"got {got}")
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out is read-only")
 
 
 def _flat(a):
@@ -197,9 +202,10 @@ def round_bf16(x, out=None):
         raise TypeError(f"round_bf16: x must be float32, got {x.dtype}")
     if out is None:
         out = np.empty_like(x, order="C")
+    _check_out("round_bf16", out, x, np.float32)
     src, dst = _flat(x), _flat(out)
     if src is not None and dst is not None and x.size:
-        _convert("round_f32", src.view(np.uint32), dst.view(np.uint32))
+        _convert(src, dst)
     elif x.size:
         out[...] = _rounded_bits_numpy(x).view(np.float32).reshape(x.shape)
     return out
@@ -213,12 +219,25 @@ def to_bf16_bits(x, out=None):
         raise TypeError(f"to_bf16_bits: x must be float32, got {x.dtype}")
     if out is None:
         out = np.empty(x.shape, dtype=np.uint16)
+    _check_out("to_bf16_bits", out, x, np.uint16)
     src, dst = _flat(x), _flat(out)
     if src is not None and dst is not None and x.size:
-        _convert("to_bits", src.view(np.uint32), dst)
+        _convert(src, dst)
     elif x.size:
         out[...] = (_rounded_bits_numpy(x) >> 16).astype(np.uint16).reshape(x.shape)
     return out
+
+
+def to_operand(x, out):
+    """float32 ``x`` -> its bfloat16 product operand, written into ``out``: uint16 bit
+    patterns (``to_bf16_bits``) or rounded float32 values (``round_bf16``; ``out`` may
+    be ``x``), by ``out``'s dtype."""
+    out_dtype = getattr(out, "dtype", None)
+    if out_dtype == np.uint16:
+        return to_bf16_bits(x, out)
+    if out_dtype == np.float32:
+        return round_bf16(x, out)
+    raise TypeError(f"to_operand: out must be a uint16 or float32 array, got {out_dtype}")
 
 
 def from_bf16_bits(bits):

@@ -25,7 +25,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, log, tanh, fabsf, sqrt, sqrtf
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
 cimport openmp
@@ -116,6 +116,7 @@ FASTMATH_CONSTANTS = {
 cdef union _Float32Bits:
     float f
     int32_t i
+    uint32_t u
 
 
 cdef inline float _pow2f(int k) noexcept nogil:
@@ -171,6 +172,90 @@ cdef inline floating _exp(floating x) noexcept nogil:
 cdef inline floating _sigmoid(floating x) noexcept nogil:
     cdef floating half = 0.5       # typed: a bare 0.5 would promote float32 math to double
     return half * (1 + _tanh(half * x))
+
+
+# ------------------------------------------------------------ bfloat16 operands
+# Under precision 'bf16' a kernel that produces an activation also writes its product
+# operand in the same pass, while the row is in cache: the bfloat16 bit patterns
+# (uint16, for bf16 GEMM libraries) or the rounded value kept in a float32 (for a
+# float32 GEMM). Round to nearest even, NaN kept quiet: the rule of fastrnn.precision.
+
+cdef inline uint32_t _bf16_rounded(float x) noexcept nogil:
+    """The bits of x rounded to bfloat16 (low 16 bits zero)."""
+    cdef _Float32Bits s
+    s.f = x
+    if (s.u & 0x7FFFFFFFu) > 0x7F800000u:
+        return (s.u | 0x00400000u) & 0xFFFF0000u
+    return (s.u + 0x7FFFu + ((s.u >> 16) & 1u)) & 0xFFFF0000u
+
+
+cdef inline void _operand_row(const float* src, float* rounded, uint16_t* bits,
+                              Py_ssize_t n) noexcept nogil:
+    """n values of src -> their bfloat16 operand, into rounded (may be src) or bits."""
+    cdef Py_ssize_t j
+    cdef _Float32Bits s
+    if rounded != NULL:
+        for j in range(n):
+            s.u = _bf16_rounded(src[j])
+            rounded[j] = s.f
+    elif bits != NULL:
+        for j in range(n):
+            bits[j] = <uint16_t>(_bf16_rounded(src[j]) >> 16)
+
+
+cdef class _Operand:
+    """A bfloat16 operand buffer argument (uint16 bits or rounded float32), checked:
+    C-contiguous, the given shape, writeable."""
+    cdef float* rounded
+    cdef uint16_t* bits
+    cdef object keep
+
+    def __cinit__(self, op, Py_ssize_t rows, Py_ssize_t cols, str name, bint is_float32):
+        self.rounded, self.bits, self.keep = NULL, NULL, op
+        if op is None:
+            return
+        cdef float[:, ::1] r
+        cdef uint16_t[:, ::1] b
+        if not is_float32:
+            raise ValueError(f"_cython_kernels: {name} (a bfloat16 operand) needs float32 data")
+        if not isinstance(op, np.ndarray) or op.dtype not in (np.float32, np.uint16):
+            raise ValueError(f"_cython_kernels: {name} must be a uint16 or float32 array, "
+                             f"got {type(op).__name__} {getattr(op, 'dtype', '')}")
+        if op.ndim != 2 or not op.flags.c_contiguous or not op.flags.writeable:
+            raise ValueError(f"_cython_kernels: {name} must be a writeable C-contiguous 2-D array")
+        _shape2(op.shape[0], op.shape[1], rows, cols, name)
+        if rows == 0 or cols == 0:
+            return
+        if op.dtype == np.float32:
+            r = op
+            self.rounded = &r[0, 0]
+        else:
+            b = op
+            self.bits = &b[0, 0]
+
+
+cdef Py_ssize_t BF16_BLOCK = 4096     # elements per parallel work item of a conversion
+
+
+def bf16_operand_flat(const float[::1] src, dst):   # IN (n,); OUT dst (n,)
+    """dst = the bfloat16 operand of src: uint16 bits or rounded float32 (dst may be src).
+    What ``fastrnn.precision`` converts whole arrays with when this extension is built."""
+    cdef Py_ssize_t n = src.shape[0], blk, lo
+    if not isinstance(dst, np.ndarray) or dst.ndim != 1:
+        raise ValueError("_cython_kernels: dst must be a 1-D uint16 or float32 array")
+    cdef _Operand op = _Operand(dst.reshape(1, -1), 1, n, "dst", True)
+    if n == 0:
+        return
+    cdef const float* ps = &src[0]
+    cdef float* pr = op.rounded
+    cdef uint16_t* pb = op.bits
+    cdef Py_ssize_t blocks = (n + BF16_BLOCK - 1) // BF16_BLOCK
+    cdef int nt = _threads_for(n)
+    with nogil:
+        for blk in prange(blocks, num_threads=nt, schedule="static"):
+            lo = blk * BF16_BLOCK
+            _operand_row(ps + lo, NULL if pr == NULL else pr + lo, NULL if pb == NULL else pb + lo,
+                         min(BF16_BLOCK, n - lo))
 
 
 def exp_into(const floating[::1] x,    # IN  (n,)
@@ -302,6 +387,8 @@ cdef inline void _lstm_forward_row(floating* a,             # (4H,) in: x@Wx; ou
                                    floating* next_c,        # (H,) out
                                    floating* next_h,        # (H,) out
                                    floating* tanh_c,        # (H,) out tanh(next_c), or NULL
+                                   float* h_rounded,        # (H,) out bf16 operand, or NULL
+                                   uint16_t* h_bits,        # (H,) out bf16 operand, or NULL
                                    Py_ssize_t H) noexcept nogil:
     cdef Py_ssize_t j
     cdef floating* i = a
@@ -327,6 +414,8 @@ cdef inline void _lstm_forward_row(floating* a,             # (4H,) in: x@Wx; ou
         memcpy(tanh_c, next_h, H * sizeof(floating))
     for j in range(H):
         next_h[j] = o[j] * next_h[j]
+    if floating is float:
+        _operand_row(next_h, h_rounded, h_bits, H)
 
 
 cdef inline void _lstm_backward_row(const floating* gates,    # (4H,) i, f, o, g activations
@@ -336,6 +425,8 @@ cdef inline void _lstm_backward_row(const floating* gates,    # (4H,) i, f, o, g
                                     const floating* dnext_c,  # (H,) may alias dprev_c
                                     floating* da,             # (4H,) out: pre-activation gradient
                                     floating* dprev_c,        # (H,) out
+                                    float* da_rounded,        # (4H,) out bf16 operand, or NULL
+                                    uint16_t* da_bits,        # (4H,) out bf16 operand, or NULL
                                     Py_ssize_t H) noexcept nogil:
     cdef Py_ssize_t j
     cdef floating dh, dc, tc, i, f, o, g
@@ -350,6 +441,8 @@ cdef inline void _lstm_backward_row(const floating* gates,    # (4H,) i, f, o, g
         da[2 * H + j] = dh * tc * o * (1 - o)
         da[3 * H + j] = dc * i * (1 - g * g)
         dprev_c[j] = dc * f
+    if floating is float:
+        _operand_row(da, da_rounded, da_bits, 4 * H)
 
 
 @_arrays(a="float,rows,out", ah="float,C?", b="float,C?", prev_c="float,rows",
@@ -360,10 +453,12 @@ def lstm_cell_forward(floating[:, :] a,                     # IN x@Wx (N, 4H); O
                       const floating[:, :] prev_c,          # IN (N, H)
                       floating[:, ::1] next_c,              # OUT (N, H)
                       floating[:, ::1] next_h,              # OUT (N, H)
-                      floating[:, ::1] tanh_c=None):        # OUT (N, H) tanh(next_c), or None
+                      floating[:, ::1] tanh_c=None,         # OUT (N, H) tanh(next_c), or None
+                      h_op=None):                           # OUT (N, H) bf16 operand of next_h
     """The elementwise part of one LSTM step, in place: a + ah + b -> the gate
     activations [sigmoid i, f, o, tanh g]; next_c = f*prev_c + i*g; next_h = o*tanh(next_c).
-    a and prev_c may have strided rows."""
+    a and prev_c may have strided rows. h_op (float32 data only): uint16 or float32
+    (may be next_h), receives next_h's bfloat16 operand in the same pass."""
     cdef Py_ssize_t N = prev_c.shape[0], H = prev_c.shape[1], n
     cdef Py_ssize_t a_rs = _row_stride(a.shape[0], a.shape[1], a.strides[0], a.strides[1],
                                        sizeof(floating), "a")
@@ -378,8 +473,11 @@ def lstm_cell_forward(floating[:, :] a,                     # IN x@Wx (N, 4H); O
         _same_length(b.shape[0], 4 * H, "b")
     if tanh_c is not None:
         _shape2(tanh_c.shape[0], tanh_c.shape[1], N, H, "tanh_c")
+    cdef _Operand op = _Operand(h_op, N, H, "h_op", floating is float)
     if N == 0 or H == 0:
         return
+    cdef float* por = op.rounded
+    cdef uint16_t* pob = op.bits
     cdef floating* pa = &a[0, 0]
     cdef const floating* pah = NULL if ah is None else &ah[0, 0]
     cdef const floating* pb = NULL if b is None else &b[0]
@@ -393,12 +491,16 @@ def lstm_cell_forward(floating[:, :] a,                     # IN x@Wx (N, 4H); O
             for n in range(N):
                 _lstm_forward_row(pa + n * a_rs, NULL if pah == NULL else pah + n * 4 * H, pb,
                                   ppc + n * pc_rs, pnc + n * H, pnh + n * H,
-                                  NULL if ptc == NULL else ptc + n * H, H)
+                                  NULL if ptc == NULL else ptc + n * H,
+                                  NULL if por == NULL else por + n * H,
+                                  NULL if pob == NULL else pob + n * H, H)
         else:
             for n in prange(N, num_threads=nt, schedule="static"):
                 _lstm_forward_row(pa + n * a_rs, NULL if pah == NULL else pah + n * 4 * H, pb,
                                   ppc + n * pc_rs, pnc + n * H, pnh + n * H,
-                                  NULL if ptc == NULL else ptc + n * H, H)
+                                  NULL if ptc == NULL else ptc + n * H,
+                                  NULL if por == NULL else por + n * H,
+                                  NULL if pob == NULL else pob + n * H, H)
 
 
 @_arrays(gates="float,rows", prev_c="float,rows", tanh_c="float,C", dnext_h="float,C",
@@ -409,8 +511,11 @@ def lstm_cell_backward(const floating[:, :] gates,      # IN (N, 4H) activations
                        const floating[:, ::1] dnext_h,  # IN (N, H)
                        const floating[:, ::1] dnext_c,  # IN (N, H), may be dprev_c itself
                        floating[:, ::1] da,             # OUT (N, 4H)
-                       floating[:, ::1] dprev_c):       # OUT (N, H)
-    """Gradient of one LSTM step's elementwise part; gates and prev_c may have strided rows."""
+                       floating[:, ::1] dprev_c,        # OUT (N, H)
+                       da_op=None):                     # OUT (N, 4H) bf16 operand of da
+    """Gradient of one LSTM step's elementwise part; gates and prev_c may have strided rows.
+    da_op (float32 data only): uint16 or float32, receives da's bfloat16 operand in the
+    same pass."""
     cdef Py_ssize_t N = tanh_c.shape[0], H = tanh_c.shape[1], n
     cdef Py_ssize_t g_rs = _row_stride(gates.shape[0], gates.shape[1], gates.strides[0],
                                        gates.strides[1], sizeof(floating), "gates")
@@ -422,8 +527,11 @@ def lstm_cell_backward(const floating[:, :] gates,      # IN (N, 4H) activations
     _shape2(dnext_c.shape[0], dnext_c.shape[1], N, H, "dnext_c")
     _shape2(da.shape[0], da.shape[1], N, 4 * H, "da")
     _shape2(dprev_c.shape[0], dprev_c.shape[1], N, H, "dprev_c")
+    cdef _Operand op = _Operand(da_op, N, 4 * H, "da_op", floating is float)
     if N == 0 or H == 0:
         return
+    cdef float* por = op.rounded
+    cdef uint16_t* pob = op.bits
     cdef const floating* pg = &gates[0, 0]
     cdef const floating* ppc = &prev_c[0, 0]
     cdef const floating* ptc = &tanh_c[0, 0]
@@ -436,11 +544,15 @@ def lstm_cell_backward(const floating[:, :] gates,      # IN (N, 4H) activations
         if nt == 1:
             for n in range(N):
                 _lstm_backward_row(pg + n * g_rs, ppc + n * pc_rs, ptc + n * H, pdh + n * H,
-                                   pdc + n * H, pda + n * 4 * H, pdpc + n * H, H)
+                                   pdc + n * H, pda + n * 4 * H, pdpc + n * H,
+                                   NULL if por == NULL else por + n * 4 * H,
+                                   NULL if pob == NULL else pob + n * 4 * H, H)
         else:
             for n in prange(N, num_threads=nt, schedule="static"):
                 _lstm_backward_row(pg + n * g_rs, ppc + n * pc_rs, ptc + n * H, pdh + n * H,
-                                   pdc + n * H, pda + n * 4 * H, pdpc + n * H, H)
+                                   pdc + n * H, pda + n * 4 * H, pdpc + n * H,
+                                   NULL if por == NULL else por + n * 4 * H,
+                                   NULL if pob == NULL else pob + n * 4 * H, H)
 
 
 # =========================================================================== RNN

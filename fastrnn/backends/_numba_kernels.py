@@ -25,7 +25,10 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from fastrnn import threads
 from fastrnn.backends import fastmath as fm
+
+threads.apply_to_loaded_backends()   # numba is imported now: honour the threads knob
 
 # error_model="numpy": a float division by zero gives inf instead of raising, so
 # there is no branch in the loops and LLVM can vectorise them (4-15x here).
@@ -55,6 +58,25 @@ def _float32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _float32_from_ubits(typingctx, bits):
+    """Reinterpret a uint32 as a float32 (a rounded bit pattern back into a value)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _bits_of_float32(typingctx, x):
+    """The bit pattern of a float32, as a uint32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.uint32(types.float32), codegen
 
 
 # The one float32 exp/tanh of the compiled backends: algorithm and constants in
@@ -148,6 +170,79 @@ def _sigmoid(x):
     return half * (_like(1.0, x) + _tanh(half * x))
 
 
+# bfloat16 operands (precision 'bf16'): a kernel that produces an activation can also
+# write its product operand in the same pass, while the row is in cache. Round to
+# nearest even, NaN kept quiet, the rule of fastrnn.precision.
+
+_U16, _QUIET, _HIGH = np.uint64(16), np.uint64(0x00400000), np.uint64(0xFFFF0000)
+_ABS, _INF, _HALF_ULP, _ONE = (np.uint64(0x7FFFFFFF), np.uint64(0x7F800000), np.uint64(0x7FFF),
+                               np.uint64(1))
+
+
+@njit(**_SERIAL)
+def _bf16_rounded_bits(x):
+    """float32 x -> the bits of its bfloat16 rounding (low 16 bits zero), as uint64.
+    Unsigned throughout: Numba makes a float of mixed signed/unsigned integers."""
+    u = np.uint64(_bits_of_float32(x))
+    if (u & _ABS) > _INF:
+        return (u | _QUIET) & _HIGH
+    return (u + _HALF_ULP + ((u >> _U16) & _ONE)) & _HIGH
+
+
+def _store_bf16(dst, j, x):
+    """dst[j] = the bfloat16 operand of float32 x (pure-Python stand-in; see the overload)."""
+
+
+@overload(_store_bf16)
+def _store_bf16_impl(dst, j, x):
+    if dst.dtype == types.uint16:       # bit patterns, what bf16 GEMM libraries read
+        def impl(dst, j, x):
+            dst[j] = np.uint16(_bf16_rounded_bits(x) >> _U16)
+        return impl
+    if dst.dtype == types.float32:      # the rounded value, for a float32 GEMM
+        def impl(dst, j, x):
+            dst[j] = _float32_from_ubits(np.uint32(_bf16_rounded_bits(x)))
+        return impl
+    return None
+
+
+@njit(**_SERIAL)
+def _operand_row(src, dst, r):
+    """Row r of dst (uint16 or float32, src's shape) = bfloat16 operand of src's row;
+    dst may be src itself."""
+    s, d = src[r], dst[r]
+    for j in range(s.shape[0]):
+        _store_bf16(d, j, s[j])
+
+
+_BF16_BLOCK = 4096   # elements per parallel work item of a whole-array conversion
+
+
+@njit(**_PARALLEL)
+def bf16_operand_flat(src, dst):
+    """float32 src (n,) -> dst (n,) its bfloat16 operand, uint16 or float32 (may be src):
+    what ``fastrnn.precision`` converts whole arrays with when there is no Cython build."""
+    _check_flat(src, dst)
+    n = src.shape[0]
+    for k in prange((n + _BF16_BLOCK - 1) // _BF16_BLOCK):
+        for j in range(k * _BF16_BLOCK, min((k + 1) * _BF16_BLOCK, n)):
+            _store_bf16(dst, j, src[j])
+
+
+@njit(**_SERIAL)
+def bf16_operand_flat_serial(src, dst):
+    """bf16_operand_flat on the calling thread."""
+    _check_flat(src, dst)
+    for j in range(src.shape[0]):
+        _store_bf16(dst, j, src[j])
+
+
+@njit(**_SERIAL)
+def _check_flat(src, dst):
+    if dst.shape[0] != src.shape[0]:
+        raise ValueError("_numba_kernels: dst must have src's length")
+
+
 # ------------------------------------------------------------- argument guards
 # Numba does not check bounds, so every kernel first checks (in a few integer
 # comparisons, or one pass over the ids) that no index it will form can leave
@@ -196,58 +291,68 @@ def _check_ids(ids, R, high):
 # then it stays scalar (measured 3-4x slower). A row (4H values) stays in cache
 # between the loops, so the pass over memory is still one.
 
+@njit(**_SERIAL)
+def _check_lstm_forward(a, prev_c, next_c, next_h, h_op):
+    _check_gates(a, prev_c, prev_c.shape[0])
+    _check_like(next_c, prev_c)
+    _check_like(next_h, prev_c)
+    if h_op is not None:
+        _check_like(h_op, prev_c)
+
+
 @njit(**_PARALLEL)
-def lstm_cell_forward(a, hw, b, prev_c, next_c, next_h):
+def lstm_cell_forward(a, hw, b, prev_c, next_c, next_h, h_op=None):
     """One LSTM step's elementwise part, fused with the sum of its two products.
 
     a (n, 4H): on entry x @ Wx, on exit the gate activations [i, f, o, g];
-    hw (n, 4H) prev_h @ Wh; b (4H,); prev_c (n, H) -> next_c, next_h (n, H).
+    hw (n, 4H) prev_h @ Wh; b (4H,); prev_c (n, H) -> next_c, next_h (n, H);
+    h_op (n, H) uint16 or float32, or None: next_h's bfloat16 operand (may be next_h).
     The pre-activation is (x @ Wx + prev_h @ Wh) + b, the reference's order.
     """
-    _check_gates(a, prev_c, prev_c.shape[0])
+    _check_lstm_forward(a, prev_c, next_c, next_h, h_op)
     _check_like(hw, a)
     _check_bias(b, a.shape[1])
-    _check_like(next_c, prev_c)
-    _check_like(next_h, prev_c)
     for r in prange(prev_c.shape[0]):
         _lstm_activate_sum_row(a, hw, b, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
+        if h_op is not None:
+            _operand_row(next_h, h_op, r)
 
 
 @njit(**_SERIAL)
-def lstm_cell_forward_serial(a, hw, b, prev_c, next_c, next_h):
+def lstm_cell_forward_serial(a, hw, b, prev_c, next_c, next_h, h_op=None):
     """lstm_cell_forward on the calling thread (for small batches)."""
-    _check_gates(a, prev_c, prev_c.shape[0])
+    _check_lstm_forward(a, prev_c, next_c, next_h, h_op)
     _check_like(hw, a)
     _check_bias(b, a.shape[1])
-    _check_like(next_c, prev_c)
-    _check_like(next_h, prev_c)
     for r in range(prev_c.shape[0]):
         _lstm_activate_sum_row(a, hw, b, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
+        if h_op is not None:
+            _operand_row(next_h, h_op, r)
 
 
 @njit(**_PARALLEL)
-def lstm_gates_forward(a, prev_c, next_c, next_h):
+def lstm_gates_forward(a, prev_c, next_c, next_h, h_op=None):
     """The KERNELS contract (see numpy_backend): a (n, 4H) pre-activations in,
-    gate activations out; prev_c (n, H) -> next_c, next_h (n, H)."""
-    _check_gates(a, prev_c, prev_c.shape[0])
-    _check_like(next_c, prev_c)
-    _check_like(next_h, prev_c)
+    gate activations out; prev_c (n, H) -> next_c, next_h (n, H) [and h_op]."""
+    _check_lstm_forward(a, prev_c, next_c, next_h, h_op)
     for r in prange(prev_c.shape[0]):
         _lstm_activate_row(a, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
+        if h_op is not None:
+            _operand_row(next_h, h_op, r)
 
 
 @njit(**_SERIAL)
-def lstm_gates_forward_serial(a, prev_c, next_c, next_h):
+def lstm_gates_forward_serial(a, prev_c, next_c, next_h, h_op=None):
     """lstm_gates_forward on the calling thread."""
-    _check_gates(a, prev_c, prev_c.shape[0])
-    _check_like(next_c, prev_c)
-    _check_like(next_h, prev_c)
+    _check_lstm_forward(a, prev_c, next_c, next_h, h_op)
     for r in range(prev_c.shape[0]):
         _lstm_activate_row(a, r)
         _lstm_cell_row(a, prev_c, next_c, next_h, r)
+        if h_op is not None:
+            _operand_row(next_h, h_op, r)
 
 
 @njit(**_SERIAL)
@@ -281,32 +386,40 @@ def _lstm_cell_row(gates, prev_c, next_c, next_h, r):
         next_h[r, j] = gates[r, 2 * H + j] * _tanh(c)
 
 
-@njit(**_PARALLEL)
-def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
-    """The KERNELS contract: gates (n, 4H) activations; prev_c, next_c (n, H);
-    dnext_h, dnext_c (n, H) upstream -> da (n, 4H) pre-activation gradient,
-    dprev_c (n, H) (which may be dnext_c itself)."""
+@njit(**_SERIAL)
+def _check_lstm_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, da_op):
     _check_gates(gates, prev_c, prev_c.shape[0])
     _check_like(da, gates)
     _check_like(next_c, prev_c)
     _check_like(dnext_h, prev_c)
     _check_like(dnext_c, prev_c)
     _check_like(dprev_c, prev_c)
+    if da_op is not None:
+        _check_like(da_op, gates)
+
+
+@njit(**_PARALLEL)
+def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, da_op=None):
+    """The KERNELS contract: gates (n, 4H) activations; prev_c, next_c (n, H);
+    dnext_h, dnext_c (n, H) upstream -> da (n, 4H) pre-activation gradient,
+    dprev_c (n, H) (which may be dnext_c itself); da_op (n, 4H) uint16 or float32, or
+    None: da's bfloat16 operand."""
+    _check_lstm_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, da_op)
     for r in prange(prev_c.shape[0]):
         _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r)
+        if da_op is not None:
+            _operand_row(da, da_op, r)
 
 
 @njit(**_SERIAL)
-def lstm_gates_backward_serial(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
+def lstm_gates_backward_serial(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c,
+                               da_op=None):
     """lstm_gates_backward on the calling thread."""
-    _check_gates(gates, prev_c, prev_c.shape[0])
-    _check_like(da, gates)
-    _check_like(next_c, prev_c)
-    _check_like(dnext_h, prev_c)
-    _check_like(dnext_c, prev_c)
-    _check_like(dprev_c, prev_c)
+    _check_lstm_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, da_op)
     for r in range(prev_c.shape[0]):
         _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r)
+        if da_op is not None:
+            _operand_row(da, da_op, r)
 
 
 @njit(**_SERIAL)
@@ -336,13 +449,18 @@ def _lstm_backward_row(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, r):
 
 # ------------------------------------------------------------------------ RNN
 
+@njit(**_SERIAL)
+def _check_rnn_forward(xw, hw, b, next_h):
+    _check_like(xw, next_h)
+    _check_like(hw, next_h)
+    _check_bias(b, next_h.shape[1])
+
+
 @njit(**_PARALLEL)
 def rnn_cell_forward(xw, hw, b, next_h):
     """xw, hw (n, H) the products x @ Wx, prev_h @ Wh; b (H,) ->
     next_h (n, H) = tanh((x @ Wx + prev_h @ Wh) + b)."""
-    _check_like(xw, next_h)
-    _check_like(hw, next_h)
-    _check_bias(b, next_h.shape[1])
+    _check_rnn_forward(xw, hw, b, next_h)
     for r in prange(next_h.shape[0]):
         _rnn_forward_row(xw, hw, b, next_h, r)
 
@@ -350,9 +468,7 @@ def rnn_cell_forward(xw, hw, b, next_h):
 @njit(**_SERIAL)
 def rnn_cell_forward_serial(xw, hw, b, next_h):
     """rnn_cell_forward on the calling thread."""
-    _check_like(xw, next_h)
-    _check_like(hw, next_h)
-    _check_bias(b, next_h.shape[1])
+    _check_rnn_forward(xw, hw, b, next_h)
     for r in range(next_h.shape[0]):
         _rnn_forward_row(xw, hw, b, next_h, r)
 
@@ -363,11 +479,16 @@ def _rnn_forward_row(xw, hw, b, next_h, r):
         next_h[r, j] = _tanh((xw[r, j] + hw[r, j]) + b[j])
 
 
+@njit(**_SERIAL)
+def _check_rnn_backward(dnext_h, next_h, da):
+    _check_like(dnext_h, next_h)
+    _check_like(da, next_h)
+
+
 @njit(**_PARALLEL)
 def rnn_cell_backward(dnext_h, next_h, da):
     """dnext_h, next_h (n, H) -> da (n, H), the gradient through tanh."""
-    _check_like(dnext_h, next_h)
-    _check_like(da, next_h)
+    _check_rnn_backward(dnext_h, next_h, da)
     for r in prange(next_h.shape[0]):
         _rnn_backward_row(dnext_h, next_h, da, r)
 
@@ -375,8 +496,7 @@ def rnn_cell_backward(dnext_h, next_h, da):
 @njit(**_SERIAL)
 def rnn_cell_backward_serial(dnext_h, next_h, da):
     """rnn_cell_backward on the calling thread."""
-    _check_like(dnext_h, next_h)
-    _check_like(da, next_h)
+    _check_rnn_backward(dnext_h, next_h, da)
     for r in range(next_h.shape[0]):
         _rnn_backward_row(dnext_h, next_h, da, r)
 
@@ -527,6 +647,12 @@ def _row_sum(a, r):
 _ADAM_BLOCK = 2048
 
 
+@njit(**_SERIAL)
+def _check_adam(w, dw, m, v):
+    if dw.shape[0] != w.shape[0] or m.shape[0] != w.shape[0] or v.shape[0] != w.shape[0]:
+        raise ValueError("_numba_kernels: w, dw, m and v must have one length")
+
+
 @njit(**_PARALLEL)
 def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
     """One Adam step in place (the contract of numpy_backend.adam_update).
@@ -535,8 +661,7 @@ def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2)
     scalars are cast to w's dtype, so the arithmetic is the reference's.
     Threads own distinct blocks of elements.
     """
-    if dw.shape[0] != w.shape[0] or m.shape[0] != w.shape[0] or v.shape[0] != w.shape[0]:
-        raise ValueError("_numba_kernels: w, dw, m and v must have one length")
+    _check_adam(w, dw, m, v)
     n = w.shape[0]
     for k in prange((n + _ADAM_BLOCK - 1) // _ADAM_BLOCK):
         b = slice(k * _ADAM_BLOCK, min((k + 1) * _ADAM_BLOCK, n))
@@ -546,8 +671,7 @@ def adam_update(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2)
 @njit(**_SERIAL)
 def adam_update_serial(w, dw, m, v, learning_rate, beta1, beta2, epsilon, bias1, bias2):
     """adam_update on the calling thread."""
-    if dw.shape[0] != w.shape[0] or m.shape[0] != w.shape[0] or v.shape[0] != w.shape[0]:
-        raise ValueError("_numba_kernels: w, dw, m and v must have one length")
+    _check_adam(w, dw, m, v)
     n = w.shape[0]
     for lo in range(0, n, _ADAM_BLOCK):
         b = slice(lo, min(lo + _ADAM_BLOCK, n))

@@ -215,26 +215,28 @@ def _rows_ok(*arrays):
     return all(a.ndim == 2 and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) for a in arrays)
 
 
-def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
+def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None, h_op=None):
     """In place: a (n, 4H) pre-activations (+ addend (n, 4H), added inside the same pass)
-    -> gate activations; next_c, next_h (n, H) written. Same contract as
-    numpy_backend.lstm_gates_forward."""
+    -> gate activations; next_c, next_h (n, H) written, and h_op (next_h's bf16 operand)
+    in the same pass. Same contract as numpy_backend.lstm_gates_forward."""
     if not (_rows_ok(a, prev_c) and next_c.flags.c_contiguous and next_h.flags.c_contiguous):
         from fastrnn.backends import numpy_backend
-        return numpy_backend.lstm_gates_forward(a, prev_c, next_c, next_h, addend)
+        return numpy_backend.lstm_gates_forward(a, prev_c, next_c, next_h, addend, h_op)
     _k.lstm_cell_forward(a, None if addend is None else _c(addend), None, prev_c, next_c,
-                         next_h, None)
+                         next_h, None, h_op)
 
 
-def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
-    """da (n, 4H) and dprev_c (n, H) written in place; see numpy_backend.lstm_gates_backward."""
+def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, da_op=None):
+    """da (n, 4H) and dprev_c (n, H) written in place, and da_op (da's bf16 operand); see
+    numpy_backend.lstm_gates_backward."""
     if not all(a.flags.c_contiguous for a in (next_c, dnext_h, dnext_c, da, dprev_c)) \
             or not _rows_ok(gates, prev_c):
         from fastrnn.backends import numpy_backend
-        return numpy_backend.lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c)
+        return numpy_backend.lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da,
+                                                 dprev_c, da_op)
     tanh_c = np.empty_like(next_c)
     _k.tanh_into(next_c, tanh_c)
-    _k.lstm_cell_backward(gates, prev_c, tanh_c, dnext_h, dnext_c, da, dprev_c)
+    _k.lstm_cell_backward(gates, prev_c, tanh_c, dnext_h, dnext_c, da, dprev_c, da_op)
 
 
 def softmax_cross_entropy_rows(scores, y, scale):

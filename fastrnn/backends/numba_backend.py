@@ -193,19 +193,30 @@ def _tokens(y):
 # ------------------------------------------------------- engine kernels (KERNELS)
 # The in-place contracts documented in numpy_backend.
 
-def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
+def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None, h_op=None):
     """a (n, 4H) pre-activations (+ addend (n, 4H) if given) -> gate activations in place;
-    next_c, next_h (n, H) written."""
+    next_c, next_h (n, H) written, and h_op (next_h's bf16 operand) in the same pass."""
+    _check_operand("h_op", h_op, next_h)
     if addend is None:
-        _kernel("lstm_gates_forward", a.size)(a, prev_c, next_c, next_h)
+        _kernel("lstm_gates_forward", a.size)(a, prev_c, next_c, next_h, h_op)
     else:   # the sum happens inside the kernel's pass (a zero bias costs nothing)
         _kernel("lstm_cell_forward", a.size)(a, addend, np.zeros(a.shape[1], a.dtype), prev_c,
-                                             next_c, next_h)
+                                             next_c, next_h, h_op)
 
 
-def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
-    """-> da (n, 4H) and dprev_c (n, H), written in place."""
-    _kernel("lstm_gates_backward", da.size)(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c)
+def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, da_op=None):
+    """-> da (n, 4H) and dprev_c (n, H), written in place, and da_op (da's bf16 operand)."""
+    _check_operand("da_op", da_op, da)
+    _kernel("lstm_gates_backward", da.size)(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c,
+                                            da_op)
+
+
+def _check_operand(name, op, of):
+    """A bf16 operand buffer must be uint16 or float32, of a float32 array (the kernels
+    compile the conversion for those two only)."""
+    if op is not None and (of.dtype != np.float32 or op.dtype not in (np.uint16, np.float32)):
+        raise TypeError(f"numba backend: {name} must be uint16 or float32 for float32 data, "
+                        f"got {op.dtype} for {of.dtype}")
 
 
 def softmax_cross_entropy_rows(scores, y, scale):

@@ -11,6 +11,7 @@ Shapes: N batch, T time, D input, H hidden, V vocabulary, M output.
 import numpy as np
 
 from fastrnn._validate import check_ids
+from fastrnn.precision import to_operand
 
 
 def sigmoid(x):
@@ -217,7 +218,7 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
 # In-place building blocks for fastrnn's fused training path. Compiled backends
 # override them with one fused pass; these are their readable definitions.
 
-def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
+def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None, h_op=None):
     """Finish one LSTM step in place.
 
     a (n, 4H): on entry the pre-activations x@Wx + prev_h@Wh + b (minus
@@ -225,7 +226,9 @@ def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
     [sigmoid(i), sigmoid(f), sigmoid(o), tanh(g)].
     prev_c (n, H) in; next_c, next_h (n, H) written; addend (n, 4H) or None,
     added to a first (the fused path passes the recurrent product here, so it is
-    never copied into a).
+    never copied into a). h_op (n, H) or None: receives next_h's bfloat16 product
+    operand (``fastrnn.precision.to_operand``: uint16 bits, or rounded float32 — then
+    it may be next_h itself); compiled backends write it in the same pass as next_h.
     """
     if addend is not None:
         a += addend
@@ -235,14 +238,17 @@ def lstm_gates_forward(a, prev_c, next_c, next_h, addend=None):
     i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
     next_c[...] = f * prev_c + i * g
     next_h[...] = o * np.tanh(next_c)
+    if h_op is not None:
+        to_operand(next_h, h_op)
 
 
-def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
+def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c, da_op=None):
     """Gradient of one LSTM step's elementwise part.
 
     gates (n, 4H) activations from lstm_gates_forward; prev_c, next_c (n, H);
     dnext_h, dnext_c (n, H) upstream -> da (n, 4H) gradient of the
-    pre-activations and dprev_c (n, H), both written in place.
+    pre-activations and dprev_c (n, H), both written in place; da_op (n, 4H) or
+    None: receives da's bfloat16 product operand (as h_op of lstm_gates_forward).
     """
     H = prev_c.shape[1]
     i, f, o, g = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
@@ -253,6 +259,8 @@ def lstm_gates_backward(gates, prev_c, next_c, dnext_h, dnext_c, da, dprev_c):
     da[:, 2 * H:3 * H] = dnext_h * tanh_c * o * (1 - o)
     da[:, 3 * H:] = dc * i * (1 - g * g)
     dprev_c[...] = dc * f
+    if da_op is not None:
+        to_operand(da, da_op)
 
 
 def softmax_cross_entropy_rows(scores, y, scale):

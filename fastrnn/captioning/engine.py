@@ -43,7 +43,7 @@ import numpy as np
 
 from fastrnn._validate import Signature
 from fastrnn.gemm import GEMM_PROVIDERS, bf16_provider, gemm_provider
-from fastrnn.precision import get_precision, warn_if_slow
+from fastrnn.precision import get_precision, to_operand, warn_if_slow
 
 __all__ = ["captioning_loss", "plan_batch", "Workspace", "CELL_TYPES", "GEMM_PROVIDERS"]
 
@@ -360,41 +360,49 @@ class _LSTM:
     def __init__(self, kernels):
         self.k = kernels
 
-    def forward(self, ws, lo, hi, prev_lo, n, recurrent):
+    def forward(self, ws, lo, hi, prev_lo, n, recurrent, h_op):
         """Step rows [lo, hi) of the packed buffers, whose gates hold the input
         projection; recurrent (n, G) = prev_h @ Wh is added in the kernel's pass.
         prev_lo = packed start of the previous step (None at t = 0, where the cell
-        state enters as zero)."""
+        state enters as zero); h_op: where the kernel also writes h's bf16 operand
+        (None under fp32)."""
         prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
-        self.k.lstm_gates_forward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.h[lo:hi], recurrent)
+        self.k.lstm_gates_forward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.h[lo:hi], recurrent,
+                                  h_op)
 
-    def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c):
+    def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c, da_op):
         prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
         self.k.lstm_gates_backward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.dh[lo:hi],
-                                   dnext_c, ws.dgates[lo:hi], dprev_c)
+                                   dnext_c, ws.dgates[lo:hi], dprev_c, da_op)
 
 
 class _RNN:
     """Elementwise part of a vanilla-RNN step: h = tanh(a); da = dh * (1 - h^2)."""
 
-    def forward(self, ws, lo, hi, prev_lo, n, recurrent):
+    def forward(self, ws, lo, hi, prev_lo, n, recurrent, h_op):
         a = ws.gates[lo:hi]
         np.add(a, recurrent, out=a)
         np.tanh(a, out=ws.h[lo:hi])
+        if h_op is not None:
+            to_operand(ws.h[lo:hi], h_op)
 
-    def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c):
+    def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c, da_op):
         h, da = ws.h[lo:hi], ws.dgates[lo:hi]
         np.multiply(h, h, out=da)
         np.subtract(1, da, out=da)
         np.multiply(da, ws.dh[lo:hi], out=da)
+        if da_op is not None:
+            to_operand(da, da_op)
 
 
 # ------------------------------------------------------------- forward, backward
 
 def _forward(plan, w, ws, h0, cell, gemm, cast):
     """Run the recurrence over the packed rows: fills gates, prev_h, h (and c), and
-    hb, the operand of h (h itself under fp32)."""
+    hb, the operand of h (h itself under fp32; under bf16 the cell writes it in the pass
+    that makes h)."""
     Wh, off, active = w["Wh"], plan.offsets, plan.active
+    operands = cast is not _no_cast
     for t in range(plan.steps):
         lo, n = off[t], active[t]
         hi = lo + n
@@ -403,9 +411,9 @@ def _forward(plan, w, ws, h0, cell, gemm, cast):
         ws.prev_h[lo:hi] = prev
         np.take(ws.table, plan.tokens[lo:hi], axis=0, out=ws.gates[lo:hi])
         recurrent = gemm.product(ws.prev_h[lo:hi], Wh, ws.row_g[:n])
-        cell.forward(ws, lo, hi, None if t == 0 else off[t - 1], n, recurrent)
-        if cast is not _no_cast:     # bf16: h's operand, in place when nothing reads h
-            cast(ws.h[lo:hi], out=ws.hb[lo:hi])
+        # bf16: h's operand, in place (hb is h) when nothing reads the float32 h later
+        cell.forward(ws, lo, hi, None if t == 0 else off[t - 1], n, recurrent,
+                     ws.hb[lo:hi] if operands else None)
 
 
 def _vocabulary(plan, p, w, ws, kernels, gemm, N, cast):
@@ -438,6 +446,7 @@ def _backward(plan, w, ws, cell, gemm, cast):
     """Backward through the recurrence: fills dgates (and, when it is a separate
     buffer, their operand dgates_b); returns dh0 (n_0, H)."""
     Wh_T, off, active = w["Wh"].T, plan.offsets, plan.active
+    operands = cast is not _no_cast
     dnext_c, dprev_c = ws.dc
     dh0 = np.zeros((active[0] if plan.rows else 0, Wh_T.shape[1]), dtype=ws.h.dtype)
     n_later = 0  # rows of step t+1: they carry a gradient back into step t
@@ -445,11 +454,14 @@ def _backward(plan, w, ws, cell, gemm, cast):
         lo, n = off[t], active[t]
         hi = lo + n
         dnext_c[n_later:n] = 0  # rows whose caption ends at step t get no cell gradient
-        cell.backward(ws, lo, hi, None if t == 0 else off[t - 1], n, dnext_c[:n], dprev_c[:n])
-        # The gate gradients' operand; float32 ones are summed per token later, so an
-        # operand that shares their buffer is made in scratch (the forward's row_g).
-        da = cast(ws.dgates[lo:hi],
-                  out=ws.row_g[:n] if ws.dgates_b is ws.dgates else ws.dgates_b[lo:hi])
+        # Under bf16 the cell also writes the gate gradients' operand. The float32 ones
+        # are summed per token later, so an operand that would share their buffer goes
+        # to scratch (the forward's row_g) instead.
+        da_op = None if not operands else \
+            ws.row_g[:n] if ws.dgates_b is ws.dgates else ws.dgates_b[lo:hi]
+        cell.backward(ws, lo, hi, None if t == 0 else off[t - 1], n, dnext_c[:n], dprev_c[:n],
+                      da_op)
+        da = ws.dgates[lo:hi] if da_op is None else da_op
         if t == 0:
             gemm.mm(da, Wh_T, out=dh0)
         else:
