@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 import fastrnn
-from fastrnn import gemm, optim
+from fastrnn import config, gemm, optim
 from fastrnn import precision as precision_mod
 
 PRESETS = {
@@ -322,7 +322,7 @@ def measure_memory(name, preset, seed, iters=2, threads=None, precision="fp32"):
     """``_memory_probe`` in a fresh Python process (so nothing else inflates its peak)."""
     env = dict(os.environ)
     if threads:
-        env["FASTRNN_NUM_THREADS"] = str(threads)
+        env[config.NUM_THREADS] = str(threads)
         env["OMP_NUM_THREADS"] = str(threads)
     spec = json.dumps({"name": name, "preset": preset, "seed": seed, "iters": iters,
                        "precision": precision})
