@@ -13,8 +13,7 @@ The lists of valid names stay with the modules that own them (``fastrnn.gemm``,
 value is checked, so importing this module costs nothing. ``fastrnn.threads``
 reads its variable once, on first use; every other reader calls ``get`` each time.
 
-docs/configuration.md holds ``markdown_table()``; ``python -m fastrnn.config``
-prints it.
+docs/configuration.md holds ``markdown_table()`` (tests/test_config.py checks it).
 """
 import math
 import os
@@ -155,7 +154,3 @@ def markdown_table() -> str:
     rows = ["| Variable | Sets | Default |", "|---|---|---|"]
     rows += [f"| `{v.name}` | {v.help} | {v.describe_default()} |" for v in VARIABLES.values()]
     return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    print(markdown_table())
