@@ -122,3 +122,25 @@ def test_docs_page_lists_exactly_the_registry_variables():
     page = DOCS_PAGE.read_text(encoding="utf-8")
     rows = re.findall(r"^\| `(FASTRNN_[A-Z0-9_]+)` \|", page, flags=re.MULTILINE)
     assert rows == list(config.VARIABLES)
+
+
+# ------------------------------------------------------------ fastrnn.captioning.presets
+
+def test_the_full_benchmark_shape_is_the_baseline_training_preset():
+    from fastrnn.captioning.presets import BENCHMARK_SHAPES, TRAINING_PRESETS
+    full, baseline = BENCHMARK_SHAPES["full"], TRAINING_PRESETS["baseline"]
+    assert (full["N"], full["W"], full["H"]) == \
+        (baseline["batch_size"], baseline["wordvec_dim"], baseline["hidden_dim"]) == \
+        (1024, 256, 2048)
+
+
+def test_the_command_lines_use_the_library_presets():
+    from fastrnn.bench import training
+    from fastrnn.captioning.presets import BENCHMARK_SHAPES, TRAINING_PRESETS
+    from fastrnn.cli import bench, train
+    assert training.PRESETS is BENCHMARK_SHAPES
+    assert set(train.build_parser().parse_args([]).__dict__) >= set(train.PRESET_KEYS)
+    assert train.settings_from(train.build_parser().parse_args(["--preset", "baseline"])) == \
+        TRAINING_PRESETS["baseline"]
+    choices = {a.dest: a.choices for a in bench.build_parser()._actions}
+    assert sorted(choices["preset"]) == sorted(BENCHMARK_SHAPES)

@@ -30,11 +30,12 @@ def worker(preset, iters, warmup, seed):
     import torch.distributed as dist
 
     from fastrnn import optim
-    from fastrnn.bench.training import LEARNING_RATE, PRESETS, make_batches, vocabulary
+    from fastrnn.bench.training import LEARNING_RATE, make_batches, vocabulary
     from fastrnn.captioning.distributed import DistributedContext, global_loss_and_grads
     from fastrnn.captioning.model import CaptioningRNN
+    from fastrnn.captioning.presets import BENCHMARK_SHAPES
 
-    cfg = PRESETS[preset]
+    cfg = BENCHMARK_SHAPES[preset]
     context = DistributedContext()
     model = CaptioningRNN(vocabulary(), input_dim=cfg["D"], wordvec_dim=cfg["W"],
                           hidden_dim=cfg["H"], cell_type="lstm", dtype=np.float32, seed=seed)

@@ -31,13 +31,8 @@ import numpy as np
 import fastrnn
 from fastrnn import config, gemm, optim
 from fastrnn import precision as precision_mod
+from fastrnn.captioning.presets import BENCHMARK_SHAPES as PRESETS  # the name importers use
 
-PRESETS = {
-    # The 12-hour full-COCO reference configuration.
-    "full": dict(N=1024, T=16, D=512, W=256, H=2048, V=1004, iters=5, warmup=1, sgemm=4096),
-    "small": dict(N=512, T=16, D=512, W=256, H=768, V=1004, iters=5, warmup=1, sgemm=2048),
-    "tiny": dict(N=16, T=16, D=32, W=16, H=32, V=1004, iters=2, warmup=1, sgemm=256),
-}
 FULL_RUN_ITERATIONS = 1170   # 3 epochs of 400,135 captions in batches of 1,024
 LEARNING_RATE = 1e-4
 TORCH_CONTENDERS = ("torch", "torch-packed")
