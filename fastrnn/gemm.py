@@ -52,10 +52,12 @@ import threading
 
 import numpy as np
 
+from fastrnn import config
+
 __all__ = ["GEMM_PROVIDERS", "gemm_provider", "AUTO_MIN_FLOP", "mm", "default_provider",
            "set_default_provider", "use_provider", "describe"]
 
-ENV = "FASTRNN_GEMM"
+ENV = config.GEMM
 
 GEMM_PROVIDERS = ("auto", "numpy", "torch", "onednn")
 # m*k*n below this (256 x 256 x 512): NumPy. A call into PyTorch costs tens of µs,
@@ -209,17 +211,12 @@ def default_provider():
     """Name of the provider used when none is named: a ``use_provider`` block of this
     thread, else the last ``set_default_provider``, else ``$FASTRNN_GEMM``, else 'auto'."""
     name = getattr(_block, "name", None)
-    return name if name is not None else _chosen(_default, ENV, GEMM_PROVIDERS)
+    return name if name is not None else _chosen(_default, ENV)
 
 
-def _chosen(state, env, choices):
+def _chosen(state, env):
     """The name set in ``state`` (by a setter), else ``$env``, else 'auto'."""
-    name = state["name"]
-    if name is None:
-        name = os.environ.get(env, "").strip() or "auto"
-        if name not in choices:
-            raise ValueError(f"{env}={name!r} must be one of {choices}")
-    return name
+    return config.get(env) if state["name"] is None else state["name"]
 
 
 def set_default_provider(name):
@@ -340,7 +337,7 @@ def clear_cache():
 # - ``mm``, ``mm_add``, ``product`` as above, on operands, with float32 results
 #   accumulated in float32.
 
-BF16_ENV = "FASTRNN_BF16_GEMM"
+BF16_ENV = config.BF16_GEMM
 BF16_PROVIDERS = ("auto", "emulated", "mkl", "torch")
 MKL_HINT = "pip install 'fastrnn[bf16]' (or: pip install mkl)"
 
@@ -538,7 +535,7 @@ _bf16_default = {"name": None}
 def default_bf16_provider():
     """Name of the bf16 provider used when none is named: ``set_default_bf16_provider``,
     else ``$FASTRNN_BF16_GEMM``, else 'auto'."""
-    return _chosen(_bf16_default, BF16_ENV, BF16_PROVIDERS)
+    return _chosen(_bf16_default, BF16_ENV)
 
 
 def set_default_bf16_provider(name):

@@ -24,23 +24,23 @@ the largest bfloat16 round to infinity. Two forms serve the providers:
 ``to_bf16_bits`` gives the 16-bit pattern (uint16), what bf16 GEMM libraries read.
 """
 import contextlib
-import os
 import threading
 import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
+from fastrnn import config
+
 __all__ = ["PRECISIONS", "set_precision", "get_precision", "use_precision",
            "bf16_capability", "describe_capability", "round_bf16", "to_bf16_bits",
            "from_bf16_bits", "to_operand", "warn_if_slow"]
 
-ENV = "FASTRNN_PRECISION"
+ENV = config.PRECISION
 PRECISIONS = ("fp32", "bf16")
-DEFAULT = "fp32"
 
 _state = threading.local()      # per-thread override set by use_precision()
-_global = {"name": None}        # set_precision(); None: the environment, else DEFAULT
+_global = {"name": None}        # set_precision(); None: the environment, else 'fp32'
 
 
 def _check(name, source):
@@ -63,8 +63,7 @@ def get_precision() -> str:
         return override
     if _global["name"] is not None:
         return _global["name"]
-    env = os.environ.get(ENV, "").strip()
-    return _check(env, f"${ENV}") if env else DEFAULT
+    return config.get(ENV)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,9 @@ import os
 import sys
 import threading
 
-ENV = "FASTRNN_NUM_THREADS"
+from fastrnn import config
+
+ENV = config.NUM_THREADS
 _CYTHON_MODULE = "fastrnn.backends._cython_kernels"
 
 _lock = threading.Lock()
@@ -41,6 +43,7 @@ _blas_limiter = []   # the live threadpoolctl limiter (kept so its limit holds)
 # setting is refused, and far below the counts at which OpenMP fails to create its
 # team and crashes the process (100,000 threads segfault inside libgomp).
 MAX_THREADS = 1024
+THREAD_COUNT = f"an integer number of threads >= 1 and <= {MAX_THREADS}"   # what the check accepts
 
 
 def check_num_threads(n: int, source: str) -> int:
@@ -48,33 +51,20 @@ def check_num_threads(n: int, source: str) -> int:
 
     Raises TypeError (not an integer; bool refused) or ValueError (out of range)
     with a message that starts with ``source``, the name of where ``n`` came from
-    (``"set_num_threads: n"``, ``"--threads"``, ``"FASTRNN_NUM_THREADS='0'"``).
+    (``"set_num_threads: n"``, ``"--threads"``).
     """
-    expected = f"an integer number of threads >= 1 and <= {MAX_THREADS}"
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{source} must be {expected}, got {type(n).__name__} {n!r}")
+        raise TypeError(f"{source} must be {THREAD_COUNT}, got {type(n).__name__} {n!r}")
     if not 1 <= n <= MAX_THREADS:
-        raise ValueError(f"{source} must be {expected}, got {n}"
+        raise ValueError(f"{source} must be {THREAD_COUNT}, got {n}"
                          + (" (the limit is fastrnn.threads.MAX_THREADS)" if n > 1 else ""))
     return int(n)
-
-
-def _from_env():
-    raw = os.environ.get(ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"{ENV}={raw!r} must be an integer number of threads >= 1 and "
-                         f"<= {MAX_THREADS}") from None
-    return check_num_threads(n, f"{ENV}={raw!r}")
 
 
 def _wanted():
     """The requested thread count (knob, else environment), or None for library defaults."""
     if _requested["n"] is None and not _requested["env_read"]:
-        _requested["n"] = _from_env()
+        _requested["n"] = config.get(ENV)
         _requested["env_read"] = True
     return _requested["n"]
 

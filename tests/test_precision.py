@@ -51,7 +51,7 @@ def test_environment_variable_and_its_errors(monkeypatch):
     monkeypatch.setenv("FASTRNN_PRECISION", "bf16")
     assert fastrnn.get_precision() == "bf16"
     monkeypatch.setenv("FASTRNN_PRECISION", "fp16")
-    with pytest.raises(ValueError, match=r"FASTRNN_PRECISION must be one of \('fp32', 'bf16'\)"):
+    with pytest.raises(ValueError, match=r"FASTRNN_PRECISION='fp16' must be one of \('fp32', 'bf16'\)"):
         fastrnn.get_precision()
 
 

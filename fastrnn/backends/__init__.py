@@ -12,10 +12,11 @@ fast.
 import contextlib
 import importlib
 import importlib.util
-import os
 import threading
 import warnings
 from collections.abc import Iterator
+
+from fastrnn import config
 
 API = (
     "affine_forward", "affine_backward",
@@ -42,6 +43,7 @@ _REGISTRY = {
     "numba": ("fastrnn.backends.numba_backend", ("numba",)),
     "numpy": ("fastrnn.backends.numpy_backend", ()),
 }
+BACKENDS = tuple(_REGISTRY)   # every backend fastrnn knows, whether this install has it or not
 REFERENCE = "numpy"
 
 _REBUILD_HINT = {
@@ -112,11 +114,8 @@ def load_backend(name: str) -> "Backend":
 
 
 def _default_name():
-    env = os.environ.get("FASTRNN_BACKEND")
-    if env:
-        if env not in _REGISTRY:
-            raise ValueError(f"FASTRNN_BACKEND={env!r} names no fastrnn backend; "
-                             f"available backends: {available_backends()}")
+    env = config.get(config.BACKEND)
+    if env is not None:
         return env
     for name in available_backends():
         try:

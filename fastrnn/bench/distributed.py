@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from fastrnn import config
+
 RESULT_TAG = "FASTRNN_BENCH_RESULT "
 
 
@@ -28,11 +30,12 @@ def worker(preset, iters, warmup, seed):
     import torch.distributed as dist
 
     from fastrnn import optim
-    from fastrnn.bench.training import LEARNING_RATE, PRESETS, make_batches, vocabulary
+    from fastrnn.bench.training import LEARNING_RATE, make_batches, vocabulary
     from fastrnn.captioning.distributed import DistributedContext, global_loss_and_grads
     from fastrnn.captioning.model import CaptioningRNN
+    from fastrnn.captioning.presets import BENCHMARK_SHAPES
 
-    cfg = PRESETS[preset]
+    cfg = BENCHMARK_SHAPES[preset]
     context = DistributedContext()
     model = CaptioningRNN(vocabulary(), input_dim=cfg["D"], wordvec_dim=cfg["W"],
                           hidden_dim=cfg["H"], cell_type="lstm", dtype=np.float32, seed=seed)
@@ -57,7 +60,7 @@ def worker(preset, iters, warmup, seed):
         print(RESULT_TAG + json.dumps({
             "ranks": context.world_size, "times": times, "losses": losses,
             "params_identical": bool(spread[0].item() == -spread[1].item()),
-            "threads": int(os.environ.get("FASTRNN_NUM_THREADS", "0")) or None,
+            "threads": config.get(config.NUM_THREADS),
             "backend": __import__("fastrnn").get_backend()}))
     context.close()
 
@@ -70,7 +73,7 @@ def _free_port():
 
 def launch(ranks, preset, iters, warmup, seed, threads_per_rank, timeout=3600):
     """Run ``worker`` on ``ranks`` local processes under torchrun; rank 0's result dict."""
-    env = dict(os.environ, FASTRNN_NUM_THREADS=str(threads_per_rank))
+    env = dict(os.environ, **{config.NUM_THREADS: str(threads_per_rank)})
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={ranks}",
            "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m",
            "fastrnn.bench.distributed", preset, str(iters), str(warmup), str(seed)]

@@ -29,15 +29,10 @@ import warnings
 import numpy as np
 
 import fastrnn
-from fastrnn import gemm, optim
+from fastrnn import config, gemm, optim
 from fastrnn import precision as precision_mod
+from fastrnn.captioning.presets import BENCHMARK_SHAPES as PRESETS  # the name importers use
 
-PRESETS = {
-    # The 12-hour full-COCO reference configuration.
-    "full": dict(N=1024, T=16, D=512, W=256, H=2048, V=1004, iters=5, warmup=1, sgemm=4096),
-    "small": dict(N=512, T=16, D=512, W=256, H=768, V=1004, iters=5, warmup=1, sgemm=2048),
-    "tiny": dict(N=16, T=16, D=32, W=16, H=32, V=1004, iters=2, warmup=1, sgemm=256),
-}
 FULL_RUN_ITERATIONS = 1170   # 3 epochs of 400,135 captions in batches of 1,024
 LEARNING_RATE = 1e-4
 TORCH_CONTENDERS = ("torch", "torch-packed")
@@ -322,7 +317,7 @@ def measure_memory(name, preset, seed, iters=2, threads=None, precision="fp32"):
     """``_memory_probe`` in a fresh Python process (so nothing else inflates its peak)."""
     env = dict(os.environ)
     if threads:
-        env["FASTRNN_NUM_THREADS"] = str(threads)
+        env[config.NUM_THREADS] = str(threads)
         env["OMP_NUM_THREADS"] = str(threads)
     spec = json.dumps({"name": name, "preset": preset, "seed": seed, "iters": iters,
                        "precision": precision})

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-DEFAULT_TIMEOUT_S = 300.0
+from fastrnn import config
 
 
 class DistributedError(RuntimeError):
@@ -50,7 +50,7 @@ class DistributedContext:
 
         self._dist = dist
         if timeout_s is None:
-            timeout_s = float(os.environ.get("FASTRNN_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+            timeout_s = config.get(config.DIST_TIMEOUT)
         if not dist.is_initialized():
             missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
                        if k not in os.environ]

@@ -8,13 +8,13 @@ import sys
 from fastrnn import gemm
 from fastrnn.bench.training import (
     PRECISIONS,
-    PRESETS,
     TORCH_CONTENDERS,
     available_contenders,
     format_header,
     format_table,
     run,
 )
+from fastrnn.captioning.presets import BENCHMARK_SHAPES
 from fastrnn.cli._common import (
     Parser,
     check_threads,
@@ -39,7 +39,7 @@ def build_parser():
                     "iteration, speed-ups, GFLOP/s counted on the dense reference formulation, "
                     "the machine's measured sgemm rate, peak memory and the projected time of the "
                     "1,170-iteration full-COCO run.")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="full",
+    parser.add_argument("--preset", choices=sorted(BENCHMARK_SHAPES), default="full",
                         help="full: N=1024, T=16, D=512, W=256, H=2048, V=1004 (the 12-hour reference run; "
                              "several minutes); small: N=512, H=768 (about a minute); tiny: "
                              "N=16, H=32 (seconds, for smoke tests). Default: full")
@@ -137,7 +137,7 @@ def _main(parser, args):
         check_writable_file(args.json, "--json")
     if args.ranks is not None:
         from fastrnn.bench.distributed import scaling_report
-        cfg = PRESETS[args.preset]
+        cfg = BENCHMARK_SHAPES[args.preset]
         summary, text = scaling_report(args.ranks, args.preset,
                                        cfg["iters"] if args.iters is None else args.iters,
                                        cfg["warmup"] if args.warmup is None else args.warmup,
@@ -151,7 +151,7 @@ def _main(parser, args):
                  memory=not args.no_memory, profile=args.profile, progress=not args.no_progress,
                  precisions=precisions)
     profile = result.pop("_profile")
-    print(format_header(args.preset, {**PRESETS[args.preset]}, result, args.threads,
+    print(format_header(args.preset, {**BENCHMARK_SHAPES[args.preset]}, result, args.threads,
                         (result["load_average_start"], result["load_average_end"])))
     print(format_table(result))
     if profile:

@@ -10,6 +10,7 @@ import os
 import sys
 
 import fastrnn
+from fastrnn import config
 from fastrnn.captioning import checkpoint
 from fastrnn.captioning.data import load_coco_data
 from fastrnn.captioning.evaluation import (
@@ -52,7 +53,7 @@ def setup_compute(backend=None, threads=None):
 def resolve_data_dir(data_arg, prog):
     """--data, else $FASTRNN_DATA, else the built-in synthetic set (generated on first use)."""
     if data_arg is None:
-        data_arg = os.environ.get("FASTRNN_DATA") or None
+        data_arg = config.get(config.DATA)
         if data_arg is not None:
             print(f"{prog}: data from $FASTRNN_DATA = {data_arg}")
     if data_arg is None:

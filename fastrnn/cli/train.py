@@ -30,6 +30,7 @@ from fastrnn.captioning.distributed import (
 )
 from fastrnn.captioning.evaluation import check_compatible, evaluate, read_oracle, sample_captions
 from fastrnn.captioning.model import CELL_TYPES, CaptioningRNN
+from fastrnn.captioning.presets import TRAINING_PRESETS
 from fastrnn.captioning.solver import CaptioningSolver
 from fastrnn.cli._common import (
     CliError,
@@ -55,24 +56,14 @@ from fastrnn.optim import RULES
 
 PROG = "fastrnn-train"
 
-# "default" learns the built-in synthetic set in a few minutes on 2 cores;
-# "baseline" is the 12-hour full-COCO reference run (1,170 iterations on all 400,135 captions).
-PRESETS = {
-    "default": dict(cell_type="lstm", hidden_dim=512, wordvec_dim=256, batch_size=100,
-                    num_epochs=6, update_rule="adam", lr=5e-3, lr_decay=0.95,
-                    dtype="float32", print_every=100),
-    "baseline": dict(cell_type="lstm", hidden_dim=2048, wordvec_dim=256, batch_size=1024,
-                     num_epochs=3, update_rule="adam", lr=1e-4, lr_decay=0.9,
-                     dtype="float32", print_every=10),
-}
 # Everything a preset can set; the rest of the flags have plain defaults.
-PRESET_KEYS = tuple(PRESETS["default"])
+PRESET_KEYS = tuple(TRAINING_PRESETS["default"])
 DEFAULT_EVAL_SAMPLES = 1000
 
 
 def _preset_help(key, text):
-    values = " / ".join(f"{PRESETS[name][key]}" for name in sorted(PRESETS))
-    return f"{text} ({' / '.join(sorted(PRESETS))} preset: {values})"
+    values = " / ".join(f"{TRAINING_PRESETS[name][key]}" for name in sorted(TRAINING_PRESETS))
+    return f"{text} ({' / '.join(sorted(TRAINING_PRESETS))} preset: {values})"
 
 
 def build_parser():
@@ -87,7 +78,7 @@ def build_parser():
         epilog="Presets (explicit flags override them):\n" + "\n".join(
             textwrap.fill(", ".join(f"{k}={v}" for k, v in values.items()), 79,
                           initial_indent=f"  {name:<9} ", subsequent_indent=" " * 12)
-            for name, values in PRESETS.items()) +
+            for name, values in TRAINING_PRESETS.items()) +
         "\n\nCtrl-C saves a checkpoint; continue with --resume OUT/checkpoint.npz\n"
         "(add --num-epochs to train longer, --lr to replace the saved learning rate).\n"
         "Errors are one line: exit status 2 for a bad flag or file, 1 if training fails.")
@@ -102,7 +93,7 @@ def build_parser():
                       help="use the raw 4096-d fc7 features instead of the 512-d PCA ones")
 
     model = p.add_argument_group("model and training (defaults from --preset)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default="default",
+    model.add_argument("--preset", choices=sorted(TRAINING_PRESETS), default="default",
                        help="default: a few minutes on the built-in synthetic set; baseline: "
                             "the 12-hour full-COCO reference run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
     model.add_argument("--cell-type", choices=CELL_TYPES,
@@ -174,7 +165,7 @@ def build_parser():
 
 def settings_from(args):
     """The preset's values with every explicitly given flag on top."""
-    settings = dict(PRESETS[args.preset])
+    settings = dict(TRAINING_PRESETS[args.preset])
     for key in PRESET_KEYS:
         value = getattr(args, key)
         if value is not None:

@@ -29,13 +29,14 @@ dev's out-of-domain half, full of unseen words, needs.
 This module needs only NumPy; the arrays go to torch in ``fastrnn.cola.training``.
 """
 import csv
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fastrnn import config
 
 __all__ = [
     "PAD", "UNK", "CLS", "MAX_LENGTH", "ColaExample", "ColaSplit", "ColaData",
@@ -244,8 +245,9 @@ def find_cola_dir(data_dir=None):
     ``train.tsv`` and ``dev.tsv``."""
     if data_dir is not None:
         return Path(data_dir)
-    if os.environ.get("FASTRNN_COLA"):
-        return Path(os.environ["FASTRNN_COLA"])
+    folder = config.get(config.COLA)
+    if folder is not None:
+        return Path(folder)
     raise FileNotFoundError(
         "no CoLA folder given: pass --data DIR (or data_dir=...) or set FASTRNN_COLA to a "
         f"folder holding train.tsv and dev.tsv (GLUE layout); CoLA is published at {COLA_URL}")

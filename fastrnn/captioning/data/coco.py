@@ -21,6 +21,8 @@ import os
 import h5py
 import numpy as np
 
+from fastrnn import config
+
 SPLITS = ("train", "val")
 CAPTIONS_FILE = "coco2014_captions.h5"
 VOCAB_FILE = "coco2014_vocab.json"
@@ -152,8 +154,8 @@ def seed_from_global_state():
 
 def _resolve_base_dir(base_dir):
     if base_dir is None:
-        base_dir = os.environ.get("FASTRNN_DATA")
-        if not base_dir:
+        base_dir = config.get(config.DATA)
+        if base_dir is None:
             raise FileNotFoundError("load_coco_data: no data folder given and $FASTRNN_DATA is "
                                     "not set. " + HOW_TO_GET_DATA)
     base_dir = os.fspath(base_dir)

@@ -67,6 +67,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from fastrnn import config
 from fastrnn.captioning.data import coco
 
 GENERATOR_VERSION = 1          # bump on any change to the output: cached datasets are keyed by it
@@ -957,8 +958,9 @@ def oracle_scores(captions, image_idxs, idx_to_word, seed=0, num_samples=1000):
 
 def cache_dir_default():
     """$FASTRNN_CACHE, else $XDG_CACHE_HOME/fastrnn, else ~/.cache/fastrnn."""
-    if os.environ.get("FASTRNN_CACHE"):
-        return os.environ["FASTRNN_CACHE"]
+    cache = config.get(config.CACHE)
+    if cache is not None:
+        return cache
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "fastrnn")
 
