@@ -9,9 +9,10 @@ provider (``auto``: oneDNN for large float32 products when PyTorch is installed)
 ``FASTRNN_GEMM=numpy python benchmarks/compare_backends.py`` measures them with
 NumPy's BLAS, as the reference uses, so that only the fused elementwise work differs.
 
-Each case runs every backend once per repeat, in rotating order, and reports the
-median; the ratio is that median over NumPy's median (< 1 is faster). The machine
-may be shared: the spread column shows how noisy each median is.
+Each case runs every backend once per repeat, in rotating order (``fastrnn.bench.timer``),
+after one warm-up round, and reports the median; the ratio is that median over NumPy's
+median (< 1 is faster). The machine may be shared: the spread column shows how noisy
+each median is.
 
 Targets (float32):
   temporal_softmax_loss, N*T = 16384, V = 1004 ........ ratio <= 0.20 (>= 5x faster)
@@ -23,13 +24,12 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
-from tqdm import tqdm
 
 import fastrnn
 from fastrnn.backends import load_backend
+from fastrnn.bench.timer import time_interleaved
 
 
 def softmax_case(be, rng):
@@ -66,23 +66,15 @@ CASES = [
 
 def compare(names, case, repeats, progress):
     title, make, calls, target = case
-    runs = {}
-    for name in names:
-        runs[name] = make(load_backend(name), np.random.default_rng(0))
-        runs[name]()                                  # warm up: JIT, caches, page faults
-    times = {name: [] for name in names}
-    for r in tqdm(range(repeats), desc=title, disable=not progress, leave=False):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append((time.perf_counter() - start) / calls)
-    base = np.median(times["numpy"])
+    runs = {name: make(load_backend(name), np.random.default_rng(0)) for name in names}
+    # One warm-up round: JIT, caches, page faults.
+    timing = time_interleaved(runs, repeats, warmup=1, baseline="numpy", progress=progress,
+                              desc=title, leave=False)
     rows = []
-    for name in names:
-        med = np.median(times[name])
-        spread = (max(times[name]) - min(times[name])) / med
-        ratio = med / base
+    for name, stats in timing.summary().items():
+        med = stats["median"] / calls
+        spread = (stats["max"] - stats["min"]) / stats["median"]
+        ratio = stats["ratio"]
         verdict = "" if name == "numpy" else ("ok" if ratio <= target else "MISSED")
         rows.append((title, name, med, spread, ratio, target if name != "numpy" else None, verdict))
     return rows

@@ -3,17 +3,18 @@ and of the float32 one, at the fused engine's full-scale product shapes.
 
     python benchmarks/compare_bf16_gemm.py [--rounds 3] [--threads N]
 
-Each round times every provider once per shape (round robin, so load from
-elsewhere hits all alike); the table shows the median. The 'cast' column is the
-time to convert both float32 operands to the provider's operand form, which the
-engine pays once per operand (weights once per iteration).
+Each round times every provider once per shape (round robin, ``fastrnn.bench.timer``,
+so load from elsewhere hits all alike); the table shows the median. The 'cast' column
+is the time to convert both float32 operands to the provider's operand form, which
+the engine pays once per operand (weights once per iteration).
 """
 import argparse
-import time
+import functools
 
 import numpy as np
 
 from fastrnn import gemm, precision
+from fastrnn.bench.timer import time_interleaved
 
 # (name, m, k, n) of the engine's products at N=1024, T=16, H=2048, V=1004 (R ~ 11,600 rows)
 SHAPES = [
@@ -21,12 +22,6 @@ SHAPES = [
     ("vocabulary      h @ W_vocab", 11648, 2048, 1004),
     ("weight grad     P^T @ dA", 2048, 11648, 8192),
 ]
-
-
-def _time(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main(argv=None):
@@ -49,23 +44,22 @@ def main(argv=None):
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         out = np.empty((m, n), dtype=np.float32)
-        ops = {}
+        products, casts = {}, {}
         for pname, p in providers.items():
-            ops[pname] = (a, b) if p is None else (p.cast(a), p.cast(b))
+            x, y = (a, b) if p is None else (p.cast(a), p.cast(b))
             mm = (gemm.gemm_provider() if p is None else p).mm
-            mm(ops[pname][0][:64], ops[pname][1], out=out[:64])     # warm up
-        rates, casts = {p: [] for p in providers}, {p: [] for p in providers}
-        for _ in range(args.rounds):
-            for pname, p in providers.items():
-                mm = (gemm.gemm_provider() if p is None else p).mm
-                x, y = ops[pname]
-                rates[pname].append(2 * m * k * n / _time(lambda: mm(x, y, out=out)) / 1e9)
-                casts[pname].append(0.0 if p is None else
-                                    _time(lambda: (p.cast(a), p.cast(b))))
+            # A 64-row product warms the thread pools and first-call paths for a fraction
+            # of what a warm-up round of full-size products would take.
+            mm(x[:64], y, out=out[:64])
+            products[pname] = functools.partial(mm, x, y, out=out)
+            if p is not None:
+                casts[f"cast {pname}"] = lambda p=p: (p.cast(a), p.cast(b))
+        timing = time_interleaved({**products, **casts}, args.rounds)
         print(f"\n{label}: m x k x n = {m} x {k} x {n}")
-        for pname in providers:
-            print(f"  {pname:44s} {np.median(rates[pname]):7.1f} GFLOP/s   cast "
-                  f"{1e3 * np.median(casts[pname]):6.1f} ms")
+        for pname, p in providers.items():
+            cast = 0.0 if p is None else timing.median(f"cast {pname}")
+            print(f"  {pname:44s} {2 * m * k * n / timing.median(pname) / 1e9:7.1f} GFLOP/s   "
+                  f"cast {1e3 * cast:6.1f} ms")
 
 
 if __name__ == "__main__":

@@ -5,18 +5,19 @@
 
 The shapes are the products of one full-scale iteration (SPEC section 6: N=1024,
 H=2048, 4H=8192, V=1004, about 11,000 packed rows at COCO-like caption lengths),
-float32. Each repeat runs every provider once per shape in rotating order; the
-table shows the median GFLOP/s and the ratio to NumPy's median. The machine may
-be shared: compare the ratios, not the absolute rates. OPENBLAS_CORETYPE from
-the environment (if any) is printed: it decides which kernels numpy's OpenBLAS runs.
+float32. Each repeat runs every provider once per shape in rotating order
+(``fastrnn.bench.timer``), after one warm-up round; the table shows the median GFLOP/s
+and the ratio to NumPy's median. The machine may be shared: compare the ratios, not the
+absolute rates. OPENBLAS_CORETYPE from the environment (if any) is printed: it decides
+which kernels numpy's OpenBLAS runs.
 """
 import argparse
+import functools
 import os
-import time
 
 import numpy as np
-from tqdm import tqdm
 
+from fastrnn.bench.timer import time_interleaved
 from fastrnn.gemm import GEMM_PROVIDERS, gemm_provider
 
 R, N, H, G, V = 11_000, 1024, 2048, 8192, 1004
@@ -40,16 +41,10 @@ def measure(providers, repeats, progress):
     for title, a_shape, b_shape, transposed in SHAPES:
         a, b = operands(rng, a_shape, b_shape, transposed)
         flop = 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
-        times = {name: [] for name in providers}
-        for name in providers:
-            gemm_provider(name).mm(a, b)                    # warm up
-        for r in tqdm(range(repeats), desc=title, disable=not progress, leave=False):
-            order = providers[r % len(providers):] + providers[:r % len(providers)]
-            for name in order:
-                start = time.perf_counter()
-                gemm_provider(name).mm(a, b)
-                times[name].append(time.perf_counter() - start)
-        rates = {name: flop / np.median(t) / 1e9 for name, t in times.items()}
+        products = {name: functools.partial(gemm_provider(name).mm, a, b) for name in providers}
+        timing = time_interleaved(products, repeats, warmup=1, progress=progress, desc=title,
+                                  leave=False)
+        rates = {name: flop / timing.median(name) / 1e9 for name in providers}
         rows.append((title, a.shape, b.shape, rates))
     return rows
 

@@ -239,39 +239,31 @@ def sgemm_providers():
 
 
 def run_round_robin(contenders, batches, iters, warmup, sgemm_n, progress=True, bf16_gemms=()):
-    """Time ``warmup + iters`` iterations of every contender, taking turns.
+    """Time ``warmup + iters`` iterations of every contender, taking turns
+    (``fastrnn.bench.timer``); round r trains every contender on minibatch r % len(batches).
 
-    Returns per-contender lists of (seconds, loss) for the timed iterations, the
-    first-iteration losses, and per GEMM provider the sgemm GFLOP/s measured once
-    per timed round (bf16 providers, from ``bf16_gemms``, keyed 'bf16 NAME').
+    Returns per-contender lists of seconds for the timed iterations, the first-iteration
+    losses, and per GEMM provider the sgemm GFLOP/s measured once per timed round (bf16
+    providers, from ``bf16_gemms``, keyed 'bf16 NAME').
     """
-    from tqdm import tqdm
-    times = {c.name: [] for c in contenders}
-    first_loss = {}
+    from fastrnn.bench.timer import time_interleaved
     rate = {p: (lambda n, p=p: measure_sgemm(n, p)) for p in sgemm_providers()}
     rate.update({f"bf16 {p}": (lambda n, p=p: measure_bf16_gemm(n, p)) for p in bf16_gemms})
-    sgemm = {p: [] for p in rate}
-    for p in sgemm:
-        rate[p](min(sgemm_n, 256))  # warm the thread pools
-    with tqdm(total=(warmup + iters) * len(contenders), disable=not progress,
-              desc="fastrnn-bench", unit="it") as bar:
-        for r in range(warmup + iters):
-            features, captions = batches[r % len(batches)]
-            for c in contenders:
-                bar.set_postfix_str(c.name)
-                t0 = time.perf_counter()
-                loss = c.step(features, captions)
-                seconds = time.perf_counter() - t0
-                if not np.isfinite(loss):
-                    raise RuntimeError(f"{c.name}: loss is {loss} at iteration {r}")
-                first_loss.setdefault(c.name, loss)
-                if r >= warmup:
-                    times[c.name].append(seconds)
-                bar.update()
-            if r >= warmup:
-                for p in sgemm:
-                    sgemm[p].append(rate[p](sgemm_n))
-    return times, first_loss, sgemm
+    for measure in rate.values():
+        measure(min(sgemm_n, 256))  # warm the thread pools
+    first_loss = {}
+
+    def check(name, r, loss):
+        if not np.isfinite(loss):
+            raise RuntimeError(f"{name}: loss is {loss} at iteration {r}")
+        first_loss.setdefault(name, loss)
+
+    timing = time_interleaved(
+        {c.name: c.step for c in contenders}, iters, warmup=warmup,
+        round_args=lambda r: batches[r % len(batches)], on_result=check,
+        reference={p: (lambda measure=measure: measure(sgemm_n)) for p, measure in rate.items()},
+        progress=progress, desc="fastrnn-bench")
+    return timing.seconds, first_loss, timing.reference
 
 
 _PROBE = """
