@@ -338,8 +338,8 @@ def clear_cache():
 #   accumulated in float32.
 
 BF16_ENV = config.BF16_GEMM
-BF16_PROVIDERS = ("auto", "emulated", "mkl", "torch")
-MKL_HINT = "pip install 'fastrnn[bf16]' (or: pip install mkl)"
+BF16_PROVIDERS = ("auto", "emulated", "onednn", "mkl", "torch")
+MKL_HINT = "pip install mkl"
 
 
 class EmulatedBf16Gemm:
@@ -378,6 +378,112 @@ class _Bf16Bits:
 
     def product(self, a, b, scratch):
         return self.mm(a, b, out=scratch)
+
+    def mm(self, a, b, out=None):
+        a, b = _bits_operand(a, "a"), _bits_operand(b, "b")
+        if out is None:
+            out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+        self._checked_gemm(a, b, out, accumulate=False)
+        return out
+
+    def mm_add(self, a, b, out, scratch):
+        self._checked_gemm(_bits_operand(a, "a"), _bits_operand(b, "b"), out, accumulate=True)
+
+    def _checked_gemm(self, a, b, out, accumulate):
+        """Check the operands against each other and out, then self._gemm (a compiled
+        library call that would otherwise read or write out of bounds)."""
+        (m, k), (k2, n) = a.shape, b.shape
+        if k != k2:
+            raise ValueError(f"bf16 gemm: a is {a.shape} and b is {b.shape}; inner sizes differ")
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (m, n)
+                and out.flags.writeable):
+            raise ValueError(f"bf16 gemm: out must be a writeable float32 array of shape "
+                             f"{(m, n)}, got {_describe(out)}")
+        if m == 0 or n == 0:
+            return
+        if k == 0:
+            if not accumulate:
+                out[...] = 0
+            return
+        if not (out.strides[1] == 4 or n == 1) or out.strides[0] < 4 * n or out.strides[0] % 4:
+            raise ValueError("bf16 gemm: out must have contiguous rows")
+        self._gemm(_unit_stride(a), _unit_stride(b), out, accumulate)
+
+
+def _describe(x):
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype} array of shape {x.shape}" + ("" if x.flags.writeable else " (read-only)")
+    return type(x).__name__
+
+
+def _bits_operand(x, name):
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint16 and x.ndim == 2):
+        raise ValueError(f"bf16 gemm: {name} must be a 2-D uint16 array of bfloat16 bits "
+                         f"(fastrnn.precision.to_bf16_bits), got {_describe(x)}")
+    return x
+
+
+def _unit_stride(a):
+    """a itself when one of its axes has unit stride and the other a stride at least
+    the extent of the first (the layouts BLAS-style libraries take), else a copy."""
+    rows, cols = a.shape
+    s0, s1 = a.strides[0] // 2, a.strides[1] // 2
+    if a.strides[0] % 2 == 0 and a.strides[1] % 2 == 0 and rows > 1 and cols > 1 and (
+            (s1 == 1 and s0 >= cols) or (s0 == 1 and s1 >= rows)):
+        return a
+    return a.copy(order="C")     # canonical strides, whatever the size-1 axes had
+
+
+class OneDnnBf16Gemm(_Bf16Bits):
+    """bf16 products through oneDNN's matmul primitive (``fastrnn._onednn``): bf16 A and
+    B, float32 C, ``mm_add`` accumulating with a sum post-op. oneDNN dispatches on the
+    CPU's features (AMX-BF16, AVX512-BF16) whatever its vendor; it is what PyTorch's
+    bf16 CPU products run on, here with a float32 result."""
+    name = "onednn"
+
+    def __init__(self):
+        from fastrnn._onednn import OneDnnMatmul
+        self.dnnl = OneDnnMatmul()
+        self._threads = None
+        self._self_check()
+
+    @property
+    def uses(self):
+        return f"oneDNN {self.dnnl.version} matmul (bf16 x bf16 -> float32)"
+
+    def _gemm(self, a, b, out, accumulate):
+        _sync_omp_threads(self)
+        self.dnnl.matmul(a, b, out, accumulate)
+
+    def _self_check(self):
+        _bf16_self_check(self, "oneDNN matmul")
+
+
+def _sync_omp_threads(provider):
+    """Give the GNU OpenMP team that runs the provider's products the fastrnn thread
+    count (``fastrnn.set_num_threads``) of the calling thread."""
+    from fastrnn.threads import get_num_threads
+    n = get_num_threads()
+    local = _omp_local.__dict__
+    if local.get(id(provider)) != n:
+        _omp_set_num_threads(n)
+        local[id(provider)] = n
+
+
+_omp_local = threading.local()
+
+
+def _omp_set_num_threads(n):
+    import ctypes
+    import ctypes.util
+    global _gomp
+    if _gomp is None:
+        _gomp = ctypes.CDLL(ctypes.util.find_library("gomp") or "libgomp.so.1")
+        _gomp.omp_set_num_threads.argtypes = [ctypes.c_int]
+    _gomp.omp_set_num_threads(n)
+
+
+_gomp = None
 
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -439,40 +545,16 @@ class MklBf16Gemm(_Bf16Bits):
 
     @staticmethod
     def _layout(a):
-        """(transpose flag, leading dimension, array) for a 2-D uint16 operand."""
-        rows, cols = a.shape
+        """(transpose flag, leading dimension) of a unit-stride operand (see _unit_stride)."""
         s0, s1 = a.strides[0] // 2, a.strides[1] // 2
-        if (s1 == 1 or cols == 1) and s0 >= max(cols, 1):
-            return _NO_TRANS, max(s0, cols, 1), a
-        if (s0 == 1 or rows == 1) and s1 >= max(rows, 1):
-            return _TRANS, max(s1, rows, 1), a
-        a = np.ascontiguousarray(a)
-        return _NO_TRANS, max(cols, 1), a
+        return (_NO_TRANS, s0) if s1 == 1 else (_TRANS, s1)
 
-    def _gemm(self, a, b, out, beta):
+    def _gemm(self, a, b, out, accumulate):
         (m, k), n = a.shape, b.shape[1]
-        if m == 0 or n == 0:
-            return
-        if k == 0:
-            if beta == 0.0:
-                out[...] = 0
-            return
-        if not (out.dtype == np.float32 and out.strides[1] == 4 and out.strides[0] >= 4 * n):
-            raise ValueError("mkl bf16 gemm: out must be float32 with contiguous rows")
-        ta, lda, a = self._layout(a)
-        tb, ldb, b = self._layout(b)
+        (ta, lda), (tb, ldb) = self._layout(a), self._layout(b)
         self._sync_threads()
         self.fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-                beta, out.ctypes.data, out.strides[0] // 4)
-
-    def mm(self, a, b, out=None):
-        if out is None:
-            out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
-        self._gemm(a, b, out, 0.0)
-        return out
-
-    def mm_add(self, a, b, out, scratch):
-        self._gemm(a, b, out, 1.0)
+                1.0 if accumulate else 0.0, out.ctypes.data, out.strides[0] // 4)
 
     def _self_check(self):
         _bf16_self_check(self, "Intel MKL cblas_gemm_bf16bf16f32")
@@ -548,21 +630,30 @@ def set_default_bf16_provider(name):
 
 
 def auto_bf16_choice(capability=None):
-    """What 'auto' picks: 'mkl' on a CPU with AMX-BF16 or AVX512-BF16 (bf16 products at
-    hardware speed), else 'emulated' (float32 products of rounded operands, faster there
-    than a bf16 library, which converts to float32 itself)."""
+    """What 'auto' picks. On a CPU with AMX-BF16 or AVX512-BF16 (bf16 products at
+    hardware speed): 'onednn' (its kernels dispatch on the CPU's features, Intel's and
+    AMD's alike), else 'mkl' if only Intel MKL is installed (it may not use the bf16
+    instructions of a non-Intel CPU), else 'onednn' (which then names what to install).
+    Without bf16 hardware: 'emulated' (float32 products of rounded operands, faster
+    there than a bf16 library, which converts to float32 itself)."""
     if capability is None:
         from fastrnn.precision import bf16_capability
         capability = bf16_capability()
-    return "mkl" if capability else "emulated"
+    if not capability:
+        return "emulated"
+    from fastrnn._onednn import find_library
+    if find_library() is None and _find_mkl() is not None:
+        return "mkl"
+    return "onednn"
 
 
 def bf16_provider(name=None, fp32=None):
     """The bf16 provider called ``name`` (one of ``BF16_PROVIDERS``; None: the default).
 
     'emulated' computes through the float32 provider ``fp32`` (a provider object or
-    name; default: the default float32 provider). 'mkl' needs Intel MKL and
-    'torch' PyTorch; each raises ImportError naming what to install.
+    name; default: the default float32 provider). 'onednn' needs oneDNN
+    (``pip install 'fastrnn[bf16]'``), 'mkl' Intel MKL and 'torch' PyTorch; each
+    raises ImportError naming what to install.
     """
     if name is None:
         name = default_bf16_provider()
@@ -582,6 +673,8 @@ def bf16_provider(name=None, fp32=None):
         if key not in _cache:
             if name == "emulated":
                 _cache[key] = EmulatedBf16Gemm(base)
+            elif name == "onednn":
+                _cache[key] = OneDnnBf16Gemm()
             elif name == "mkl":
                 _cache[key] = MklBf16Gemm()
             else:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:fastrnn precision 'bf16'")
 
 def _bf16_providers():
     names = []
-    for name in ("emulated", "mkl", "torch"):
+    for name in ("emulated", "onednn", "mkl", "torch"):
         try:
             gemm.bf16_provider(name)
             names.append(name)
@@ -87,8 +87,17 @@ def test_capability_detection_reads_cpu_flags():
     assert precision.bf16_capability({"avx2", "fma"}) == ()
     assert "none" in precision.describe_capability({"avx2"})
     assert "AMX-BF16" in precision.describe_capability({"amx_bf16", "amx_tile"})
-    assert gemm.auto_bf16_choice(("amx-bf16",)) == "mkl"
     assert gemm.auto_bf16_choice(()) == "emulated"
+
+
+@pytest.mark.parametrize("onednn, mkl, want", [(True, True, "onednn"), (True, False, "onednn"),
+                                               (False, True, "mkl"), (False, False, "onednn")])
+def test_auto_prefers_onednn_on_bf16_hardware(monkeypatch, onednn, mkl, want):
+    from fastrnn import _onednn
+    monkeypatch.setattr(_onednn, "find_library", lambda: "libdnnl.so.3" if onednn else None)
+    monkeypatch.setattr(gemm, "_find_mkl", lambda: "libmkl_rt.so.2" if mkl else None)
+    for capability in (("amx-bf16",), ("avx512-bf16",)):
+        assert gemm.auto_bf16_choice(capability) == want
 
 
 def test_slow_cpu_warns_once():
@@ -190,16 +199,101 @@ def test_bf16_provider_matches_float64_product_of_rounded_operands(name, rng):
         assert np.abs(p.product(A, B, np.empty((m, n), np.float32)) - want).max() <= tol * scale
 
 
-def test_bf16_provider_names_and_missing_mkl(monkeypatch):
+def test_bf16_provider_names_and_missing_libraries(monkeypatch):
+    from fastrnn import _onednn
     with pytest.raises(ValueError, match="bf16 gemm must be one of"):
         gemm.bf16_provider("fp8")
     monkeypatch.setattr(gemm, "_find_mkl", lambda: None)
-    gemm._cache.pop(("bf16", "mkl"), None)
+    monkeypatch.setattr(_onednn, "find_library", lambda: None)
+    saved = {k: gemm._cache.pop(k) for k in [("bf16", "mkl"), ("bf16", "onednn")]
+             if k in gemm._cache}
     try:
-        with pytest.raises(ImportError, match=r"pip install 'fastrnn\[bf16\]'"):
+        with pytest.raises(ImportError, match="pip install mkl"):
             gemm.bf16_provider("mkl")
+        with pytest.raises(ImportError, match=r"pip install 'fastrnn\[bf16\]'"):
+            gemm.bf16_provider("onednn")
     finally:
-        gemm._cache.pop(("bf16", "mkl"), None)
+        gemm._cache.update(saved)
+
+
+BITS_PROVIDERS = [n for n in BF16_PROVIDERS if n in ("onednn", "mkl")]
+
+
+@pytest.mark.parametrize("name", BITS_PROVIDERS)
+def test_library_providers_refuse_what_they_would_read_or_write_past(name):
+    """A compiled library call trusts the shapes it is given; the provider must check."""
+    p = gemm.bf16_provider(name)
+    a, b = np.zeros((6, 4), np.uint16), np.zeros((4, 5), np.uint16)
+    bad_outs = [np.empty((5, 5), np.float32), np.empty((6, 4), np.float32),
+                np.empty((6, 5), np.float64), np.empty((6, 5), np.float32)[:, ::-1],
+                np.empty(30, np.float32), [[0.0] * 5] * 6]
+    ro = np.empty((6, 5), np.float32)
+    ro.flags.writeable = False
+    for out in bad_outs + [ro]:
+        with pytest.raises(ValueError, match="out must"):
+            p.mm(a, b, out=out)
+        with pytest.raises(ValueError, match="out must"):
+            p.mm_add(a, b, out, None)
+    with pytest.raises(ValueError, match="inner sizes differ"):
+        p.mm(a, np.zeros((5, 5), np.uint16))
+    for x in (a.astype(np.float32), a[0], a.astype(np.int16), a.tolist()):
+        with pytest.raises(ValueError, match="uint16 array"):
+            p.mm(x, b)
+        with pytest.raises(ValueError, match="uint16 array"):
+            p.mm(b.T, x)
+
+
+@pytest.mark.parametrize("name", BITS_PROVIDERS)
+def test_library_providers_take_any_operand_layout(name, rng):
+    p = gemm.bf16_provider(name)
+    big = precision.to_bf16_bits(rng.standard_normal((40, 50), dtype=np.float32))
+    ref = precision.from_bf16_bits
+    operands = [big[:7, :9], big[::3, 1:10], big[:9, :7].T, big[::-2, ::-3][:7, :9],
+                big[:1, :9], big[:7, :1], np.broadcast_to(big[0, :9], (7, 9)),
+                np.lib.stride_tricks.as_strided(big, (7, 9), (0, 2))]
+    for a in operands:
+        rows = a.shape[1]
+        for b in (big[10:10 + rows, 3:8], big[20:25, :rows].T, big[:rows, :1]):
+            want = ref(a).astype(np.float64) @ ref(b).astype(np.float64)
+            got = p.mm(a, b)
+            assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1)
+            wide = np.full((a.shape[0], b.shape[1] + 3), 7.0, np.float32)
+            out = wide[:, :b.shape[1]]                         # rows longer than n
+            p.mm_add(a, b, out, None)
+            assert np.abs(out - 7.0 - want).max() <= 1e-5 * max(np.abs(want).max(), 1)
+            assert (wide[:, b.shape[1]:] == 7.0).all()        # nothing written past n
+
+
+def test_onednn_from_many_threads_with_a_small_primitive_cache(monkeypatch, rng):
+    """Concurrent products of many shapes, with the primitive cache evicting all the
+    time: every result is the serial one."""
+    if "onednn" not in BF16_PROVIDERS:
+        pytest.skip("oneDNN is not installed")
+    from fastrnn import _onednn
+    monkeypatch.setattr(_onednn, "_CACHE_SIZE", 3)
+    dnnl = _onednn.OneDnnMatmul()
+    shapes = [(m, 16 + m, 3 + 2 * m) for m in range(1, 12)]
+    ops = [(precision.to_bf16_bits(rng.standard_normal((m, k), dtype=np.float32)),
+            precision.to_bf16_bits(rng.standard_normal((k, n), dtype=np.float32)))
+           for m, k, n in shapes]
+    want = [dnnl.matmul(a, b, np.empty((a.shape[0], b.shape[1]), np.float32)) for a, b in ops]
+    errors = []
+
+    def work(seed):
+        order = np.random.default_rng(seed).permutation(len(ops) * 4) % len(ops)
+        for i in order:
+            a, b = ops[i]
+            got = dnnl.matmul(a, b, np.empty((a.shape[0], b.shape[1]), np.float32))
+            if not np.array_equal(got, want[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(dnnl._primitives) <= 3
 
 
 # ------------------------------------------------------------------ the engine
