@@ -80,7 +80,7 @@ class OneDnnMatmul:
             raise ImportError(f"oneDNN (libdnnl.so.3) is not installed: {INSTALL_HINT}")
         try:
             lib = ctypes.CDLL(path)
-            lib.dnnl_matmul_primitive_desc_create
+            getattr(lib, "dnnl_matmul_primitive_desc_create")   # noqa: B009 (a C symbol check)
         except (OSError, AttributeError) as err:
             raise ImportError(f"oneDNN at {path} cannot be used ({err}); {INSTALL_HINT}") from err
         self.path, self.lib = path, lib
