@@ -115,9 +115,17 @@ class Workspace:
         R = N * T
         self.key = _key(N, T, H, G, V, dtype, operand)
         e = lambda *shape: np.empty(shape, dtype=dtype)  # noqa: E731
+        op = np.dtype(dtype) if operand is None else np.dtype(operand)
+        # Under bf16 with operands of their own dtype, the float32 gate gradients live
+        # one step at a time (their token sums are taken step by step) and so, for the
+        # LSTM, does the float32 h (nothing reads it after its step): only their
+        # operands span the batch, so bf16 needs less memory than fp32.
+        self.split = op != np.dtype(dtype)
+        lstm = G == 4 * H          # the LSTM backward does not read h, the RNN's does
         self.gates = e(R, G)       # pre-activations, then activations, of every packed row
-        self.dgates = e(R, G)      # their gradients
-        self.h = e(R, H)           # the hidden state leaving each packed row's step
+        self.dgates = None if self.split else e(R, G)   # their gradients
+        self.dgates_step = e(N, G) if self.split else None
+        self.h = e(N if self.split and lstm else R, H)  # the hidden state leaving each step
         self.c = e(R, H) if G == 4 * H else None   # LSTM cell state leaving it
         self.dh = e(R, H)          # gradient of self.h
         self.picked = e(R, H)      # rows of h with a loss (only used with holes in the mask)
@@ -129,10 +137,8 @@ class Workspace:
         self.table = e(V, G)       # E = W_embed @ Wx + b
         # The product operands: the arrays above in fp32; under bf16 their casts, in
         # place where the float32 value is not needed again.
-        op = np.dtype(dtype) if operand is None else np.dtype(operand)
         o = lambda *shape: np.empty(shape, dtype=op)  # noqa: E731
-        same = op == np.dtype(dtype)
-        lstm = G == 4 * H          # the LSTM backward does not read h, the RNN's does
+        same = not self.split
         self.prev_h = o(R, H)      # P: the hidden state entering each packed row's step
         self.hb = self.h if operand is None or (same and lstm) else o(R, H)
         self.picked_out = self.picked if same else e(R, H)   # dh rows of picked (holes)
@@ -140,6 +146,15 @@ class Workspace:
             self.picked = o(R, H)
         self.scores_b = self.scores if same else o(R, V)
         self.dgates_b = self.dgates if same else o(R, G)
+
+    def h_rows(self, lo, hi):
+        """Where the float32 h of packed rows [lo, hi) goes: the batch-long buffer, or
+        the one-step one when only h's operand spans the batch."""
+        return self.h[:hi - lo] if len(self.h) < len(self.gates) else self.h[lo:hi]
+
+    def dgates_rows(self, lo, hi):
+        """Where the float32 gate gradients of packed rows [lo, hi) go."""
+        return self.dgates_step[:hi - lo] if self.split else self.dgates[lo:hi]
 
 
 def _key(N, T, H, G, V, dtype, operand=None):
@@ -297,9 +312,10 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     with clock("bf16 casts of the weights" if bf16 else "plan"):
         # The product operands of the weights (under fp32, the weights themselves).
         w = {k: cast(p[k]) for k in ("W_proj", "Wx", "W_embed", "Wh", "W_vocab")}
-        features_op = cast(features)
+        w["features"] = cast(features)
+        del features
     with clock("forward: h0 + embedding table"):
-        h0 = gemm.mm(features_op, w["W_proj"])
+        h0 = gemm.mm(w["features"], w["W_proj"])
         h0 += p["b_proj"]
         gemm.mm(w["W_embed"], w["Wx"], out=ws.table)
         ws.table += p["b"]
@@ -308,11 +324,10 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     with clock("vocabulary + softmax"):
         loss, grads = _vocabulary(plan, p, w, ws, kernels, gemm, N, cast)
     with clock("backward: recurrence"):
-        dh0 = _backward(plan, w, ws, cell, gemm, cast)
-    if bf16:    # casts no longer needed: not held through the weight gradients' peak
-        del w["Wh"], w["W_vocab"], w["W_proj"]
+        dh0, S = _backward(plan, w, ws, cell, gemm, cast, kernels)
+    del w["Wh"], w["W_vocab"], w["W_proj"]   # not held through the weight gradients
     with clock("weight gradients"):
-        grads.update(_weight_grads(plan, w, ws, features_op, dh0, gemm, kernels, clock, cast))
+        grads.update(_weight_grads(plan, w, ws, dh0, S, gemm, kernels, clock, cast))
     if workspace is None:
         _give_back(ws)   # grads and loss are fresh objects: nothing returned aliases ws
     return dtype.type(loss), grads
@@ -367,13 +382,13 @@ class _LSTM:
         state enters as zero); h_op: where the kernel also writes h's bf16 operand
         (None under fp32)."""
         prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
-        self.k.lstm_gates_forward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.h[lo:hi], recurrent,
-                                  h_op)
+        self.k.lstm_gates_forward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.h_rows(lo, hi),
+                                  recurrent, h_op)
 
     def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c, da_op):
         prev_c = ws.zeros_h[:n] if prev_lo is None else ws.c[prev_lo:prev_lo + n]
         self.k.lstm_gates_backward(ws.gates[lo:hi], prev_c, ws.c[lo:hi], ws.dh[lo:hi],
-                                   dnext_c, ws.dgates[lo:hi], dprev_c, da_op)
+                                   dnext_c, ws.dgates_rows(lo, hi), dprev_c, da_op)
 
 
 class _RNN:
@@ -382,12 +397,13 @@ class _RNN:
     def forward(self, ws, lo, hi, prev_lo, n, recurrent, h_op):
         a = ws.gates[lo:hi]
         np.add(a, recurrent, out=a)
-        np.tanh(a, out=ws.h[lo:hi])
+        h = ws.h_rows(lo, hi)
+        np.tanh(a, out=h)
         if h_op is not None:
-            to_operand(ws.h[lo:hi], h_op)
+            to_operand(h, h_op)
 
     def backward(self, ws, lo, hi, prev_lo, n, dnext_c, dprev_c, da_op):
-        h, da = ws.h[lo:hi], ws.dgates[lo:hi]
+        h, da = ws.h_rows(lo, hi), ws.dgates_rows(lo, hi)
         np.multiply(h, h, out=da)
         np.subtract(1, da, out=da)
         np.multiply(da, ws.dh[lo:hi], out=da)
@@ -442,25 +458,30 @@ def _vocabulary(plan, p, w, ws, kernels, gemm, N, cast):
     return loss, grads
 
 
-def _backward(plan, w, ws, cell, gemm, cast):
+def _backward(plan, w, ws, cell, gemm, cast, kernels):
     """Backward through the recurrence: fills dgates (and, when it is a separate
-    buffer, their operand dgates_b); returns dh0 (n_0, H)."""
+    buffer, their operand dgates_b). Returns dh0 (n_0, H) and, when the float32 gate
+    gradients live one step at a time (``ws.split``), their token sums S (V, G),
+    taken step by step (else None: ``_weight_grads`` takes them)."""
     Wh_T, off, active = w["Wh"].T, plan.offsets, plan.active
     operands = cast is not _no_cast
     dnext_c, dprev_c = ws.dc
-    dh0 = np.zeros((active[0] if plan.rows else 0, Wh_T.shape[1]), dtype=ws.h.dtype)
+    dh0 = np.zeros((active[0] if plan.rows else 0, Wh_T.shape[1]), dtype=ws.dc[0].dtype)
+    S = _token_sums_buffer(w, ws) if ws.split else None
     n_later = 0  # rows of step t+1: they carry a gradient back into step t
     for t in reversed(range(plan.steps)):
         lo, n = off[t], active[t]
         hi = lo + n
         dnext_c[n_later:n] = 0  # rows whose caption ends at step t get no cell gradient
         # Under bf16 the cell also writes the gate gradients' operand. The float32 ones
-        # are summed per token later, so an operand that would share their buffer goes
-        # to scratch (the forward's row_g) instead.
+        # are summed per token, so an operand that would share their buffer goes to
+        # scratch (the forward's row_g) instead.
         da_op = None if not operands else \
             ws.row_g[:n] if ws.dgates_b is ws.dgates else ws.dgates_b[lo:hi]
         cell.backward(ws, lo, hi, None if t == 0 else off[t - 1], n, dnext_c[:n], dprev_c[:n],
                       da_op)
+        if S is not None:
+            kernels.scatter_add_rows(plan.tokens[lo:hi], ws.dgates_rows(lo, hi), S)
         da = ws.dgates[lo:hi] if da_op is None else da_op
         if t == 0:
             gemm.mm(da, Wh_T, out=dh0)
@@ -469,29 +490,34 @@ def _backward(plan, w, ws, cell, gemm, cast):
             gemm.mm_add(da, Wh_T, ws.dh[prev:prev + n], ws.row_h[:n])
         dnext_c, dprev_c = dprev_c, dnext_c
         n_later = n
-    return dh0
+    return dh0, S
 
 
-def _weight_grads(plan, w, ws, features, dh0, gemm, kernels, clock, cast):
-    """The products left after the backward loop, one per weight (``w``, ``features``:
-    operands)."""
+def _token_sums_buffer(w, ws):
+    return np.zeros((w["W_embed"].shape[0], ws.gates.shape[1]), dtype=ws.gates.dtype)
+
+
+def _weight_grads(plan, w, ws, dh0, S, gemm, kernels, clock, cast):
+    """The products left after the backward loop, one per weight. ``w`` holds the
+    product operands of the weights and of the features ("features"); each is
+    dropped once used, so that bf16 casts are not held through the largest product.
+    ``S``: the token sums of the gate gradients, or None to take them here."""
     R = plan.rows
-    dgates = ws.dgates[:R]
-    with clock("weight gradients: token sums"):
-        S = np.zeros((w["W_embed"].shape[0], dgates.shape[1]), dtype=dgates.dtype)
-        kernels.scatter_add_rows(plan.tokens, dgates, S)
+    if S is None:
+        with clock("weight gradients: token sums"):
+            S = _token_sums_buffer(w, ws)
+            kernels.scatter_add_rows(plan.tokens, ws.dgates[:R], S)
     if ws.dgates_b is ws.dgates:     # the float32 sums are done: cast in place
-        dgates = cast(dgates, out=dgates)
+        dgates = cast(ws.dgates[:R], out=ws.dgates[:R])
     else:
         dgates = ws.dgates_b[:R]
-    db, db_proj = S.sum(axis=0), dh0.sum(axis=0)
+    grads = {"b": S.sum(axis=0), "b_proj": dh0.sum(axis=0)}
     same = cast is _no_cast or np.dtype(gemm.operand_dtype) == S.dtype
     S_op = cast(S, out=S if same else None)       # in place once its sum is taken
-    return {
-        "Wh": gemm.mm(ws.prev_h[:R].T, dgates),
-        "Wx": gemm.mm(w["W_embed"].T, S_op),
-        "W_embed": gemm.mm(S_op, w["Wx"].T),
-        "b": db,
-        "W_proj": gemm.mm(features.T, cast(dh0, out=dh0 if same else None)),
-        "b_proj": db_proj,
-    }
+    del S
+    grads["Wx"] = gemm.mm(w.pop("W_embed").T, S_op)
+    grads["W_embed"] = gemm.mm(S_op, w.pop("Wx").T)
+    del S_op
+    grads["W_proj"] = gemm.mm(w.pop("features").T, cast(dh0, out=dh0 if same else None))
+    grads["Wh"] = gemm.mm(ws.prev_h[:R].T, dgates)
+    return grads
