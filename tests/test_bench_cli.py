@@ -16,10 +16,47 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
 
 
-def test_dense_count_at_full_scale_is_the_spec_figure():
-    # SPEC section 6: "about 2.06 TFLOP per iteration if every one of the 16 timesteps
-    # is computed densely".
+def test_dense_count_at_full_scale():
+    # About 2.06 TFLOP per iteration if every one of the 16 timesteps is computed densely.
     assert training.dense_flops(**training.PRESETS["full"]) == pytest.approx(2.06e12, rel=0.005)
+
+
+def test_engine_count_is_the_products_the_engine_runs(monkeypatch):
+    """engine_flops against a provider that counts every product the engine asks for."""
+    from fastrnn import gemm
+    from fastrnn.captioning import engine
+    base, counted = gemm.gemm_provider("numpy"), []
+
+    class Counting:
+        name = uses = "counting"
+
+        def mm(self, a, b, out=None):
+            counted.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+            return base.mm(a, b, out)
+
+        def mm_add(self, a, b, out, scratch):
+            counted.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+            base.mm_add(a, b, out, scratch)
+
+        def product(self, a, b, scratch):
+            counted.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+            return base.product(a, b, scratch)
+
+    monkeypatch.setattr(engine, "gemm_provider", lambda name=None: Counting())
+    cfg = dict(N=9, T=6, D=7, W=5, H=4, V=13)
+    words = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i for i in range(3, 13)}}
+    model = CaptioningRNN(words, input_dim=7, wordvec_dim=5, hidden_dim=4, cell_type="lstm",
+                          dtype=np.float32)
+    rng = np.random.default_rng(0)
+    captions = rng.integers(3, 13, (9, 7))
+    captions[:, 0] = 1
+    captions[rng.random((9, 7)) < 0.2] = 0       # holes and short captions
+    captions[2, 3:] = 0
+    captions[5, 1:] = 0                          # no target at all
+    features = rng.standard_normal((9, 7), dtype=np.float32)
+    engine.captioning_loss(model.params, features, captions, null_idx=0, precision="fp32")
+    assert sum(counted) == training.engine_flops(captions, 0, **cfg)
+    assert training.engine_flops(captions, 0, **cfg) < training.dense_flops(**cfg)
 
 
 def test_coco_like_lengths():
@@ -51,6 +88,11 @@ def test_tiny_run_prints_the_table_and_writes_json(tmp_path, capsys):
         assert r["speedup_vs_reference"] == pytest.approx(ref["median_s"] / r["median_s"])
         assert r["dense_gflops"] == pytest.approx(
             result["dense_flop_per_iteration"] / r["median_s"] / 1e9)
+        if name.startswith("fastrnn"):
+            assert r["engine_gflops"] == pytest.approx(
+                result["engine_flop_per_iteration"] / r["median_s"] / 1e9)
+        else:
+            assert r["engine_gflops"] is None
         assert r["projected_full_run_hours"] == pytest.approx(r["median_s"] * 1170 / 3600)
         # Same initial weights and batch: every contender starts from the same loss.
         assert r["first_loss"] == pytest.approx(ref["first_loss"], rel=1e-4)

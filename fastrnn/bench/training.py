@@ -56,6 +56,20 @@ def dense_flops(N, T, D, W, H, V, **_):
             + 6 * N * T * H * V)     # scores, dscores @ W_vocab^T, dW_vocab
 
 
+def engine_flops(captions, null_idx, D, W, H, V, **_):
+    """Floating-point operations of the products the fused LSTM engine runs for one batch:
+    packed rows only (each caption's steps), the embedding folded into the input projection.
+    The engine's GEMM rate is counted on these, not on the dense formulation."""
+    from fastrnn.captioning.engine import BatchPlan
+    plan = BatchPlan(captions, null_idx)
+    G, R, M = 4 * H, plan.rows, len(plan.targets)
+    n0 = int(plan.active[0]) if R else 0
+    return (4 * n0 * D * H           # h0, dW_proj
+            + 6 * V * W * G          # E = W_embed @ Wx, dWx, dW_embed
+            + 6 * R * H * G          # h @ Wh, dA @ Wh^T, dWh
+            + 6 * M * H * V)         # scores, dW_vocab, dscores @ W_vocab^T
+
+
 # ------------------------------------------------------------------------ data
 
 # COCO-like caption lengths in words (without <START>/<END>): mean ~10.5, mostly 8-13.
@@ -322,8 +336,10 @@ def measure_memory(name, preset, seed, iters=2, threads=None, precision="fp32"):
 
 # ------------------------------------------------------------------ reporting
 
-def summarise(times, first_loss, sgemm, memory, cfg):
-    """One row per contender: median seconds, speed-ups, dense GFLOP/s, memory, projection."""
+def summarise(times, first_loss, sgemm, memory, cfg, engine_flop=None):
+    """One row per contender: median seconds, speed-ups, dense GFLOP/s, the fused engine's
+    GFLOP/s on the products it runs (``engine_flop`` per iteration, fastrnn rows only),
+    memory, projection."""
     flops = dense_flops(**cfg)
     medians = {name: float(np.median(ts)) for name, ts in times.items()}
     # The ratio column compares with the fastest PyTorch variant of the run.
@@ -341,6 +357,8 @@ def summarise(times, first_loss, sgemm, memory, cfg):
             "speedup_vs_pytorch": torch_ / m if torch_ else None,
             "speedup_vs_reference": ref / m if ref else None,
             "dense_gflops": flops / m / 1e9,
+            "engine_gflops": engine_flop / m / 1e9
+            if engine_flop and name.startswith("fastrnn") else None,
             "first_loss": first_loss[name],
             "peak_rss_bytes": mem["peak_rss_bytes"] if mem else None,
             "rss_growth_bytes": (mem["rss_after_bytes"][-1] - mem["rss_after_bytes"][0])
@@ -350,7 +368,7 @@ def summarise(times, first_loss, sgemm, memory, cfg):
     by_provider = {p: float(np.median(v)) for p, v in sgemm.items()}
     fp32 = {p: v for p, v in by_provider.items() if not p.startswith("bf16 ")}
     bf16 = {p[5:]: v for p, v in by_provider.items() if p.startswith("bf16 ")}
-    return {"dense_flop_per_iteration": flops,
+    return {"dense_flop_per_iteration": flops, "engine_flop_per_iteration": engine_flop,
             "sgemm_gflops_median": by_provider["numpy"], "sgemm_gflops": sgemm["numpy"],
             "sgemm_gflops_median_by_provider": fp32,
             "sgemm_gflops_best": max(fp32.values()),
@@ -359,7 +377,7 @@ def summarise(times, first_loss, sgemm, memory, cfg):
 
 
 COLUMNS = ("contender", "s/iter (median)", "x vs fastest pytorch", "x vs reference", "dense GFLOP/s",
-           "peak RSS", "RSS growth", "1,170 iters", "first loss")
+           "engine GFLOP/s", "peak RSS", "RSS growth", "1,170 iters", "first loss")
 
 
 def format_table(summary):
@@ -374,6 +392,7 @@ def format_table(summary):
             fmt(r["speedup_vs_pytorch"], ".2f", "x"),
             fmt(r["speedup_vs_reference"], ".2f", "x"),
             _number(r["dense_gflops"]),
+            "-" if r.get("engine_gflops") is None else _number(r["engine_gflops"]),
             fmt(None if r["peak_rss_bytes"] is None else r["peak_rss_bytes"] / 2 ** 30, ".2f",
                 " GiB"),
             fmt(None if r["rss_growth_bytes"] is None else r["rss_growth_bytes"] / 2 ** 20,
@@ -409,7 +428,10 @@ def format_header(preset, cfg, summary, threads, load):
                      f"{gemm.bf16_provider().name} ({gemm.bf16_provider().uses})\n")
     return (f"fastrnn-bench: preset {preset} ({shape}), LSTM, float32 master weights, "
             f"precision {', '.join(precisions)}, Adam; threads {threads or 'default'}\n"
-            f"dense work per iteration: {_number(summary['dense_flop_per_iteration'] / 1e9)} GFLOP; "
+            f"dense work per iteration: {_number(summary['dense_flop_per_iteration'] / 1e9)} GFLOP"
+            + (f" (the fused engine runs {_number(summary['engine_flop_per_iteration'] / 1e9)} "
+               f"GFLOP of products: packed rows only)"
+               if summary.get("engine_flop_per_iteration") else "") + "; "
             f"measured sgemm ({cfg['sgemm']}^3 float32 matmul, median of rounds): "
             + ", ".join(f"{_number(v)} GFLOP/s ({_SGEMM_LABEL.get(p, p)})"
                         for p, v in summary["sgemm_gflops_median_by_provider"].items())
@@ -470,7 +492,9 @@ def run(preset="full", iters=None, warmup=None, threads=None, contenders=None, s
         for (n, p), c in zip(runs, objs):
             mem[c.name] = measure_memory(n, preset, seed, threads=threads, precision=p)
     load_end = os.getloadavg()[0]
-    summary = summarise(times, first_loss, sgemm, mem, cfg)
+    null = word_to_idx["<NULL>"]
+    engine_flop = float(np.mean([engine_flops(c, null, **cfg) for _, c in batches]))
+    summary = summarise(times, first_loss, sgemm, mem, cfg, engine_flop)
     result = {
         "preset": preset, "config": {k: cfg[k] for k in "NTDWHV"}, "cell_type": "lstm",
         "dtype": "float32", "precisions": list(precisions),

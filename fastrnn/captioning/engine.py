@@ -265,7 +265,7 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
         Default: ``fastrnn.get_precision()``. 'bf16' computes every product on
         bfloat16 operands with float32 accumulation (float32 params only: float64
         params always run in float64).
-    bf16_gemm : {'auto', 'emulated', 'mkl', 'torch'}, optional
+    bf16_gemm : {'auto', 'emulated', 'onednn', 'mkl', 'torch'}, optional
         Under 'bf16', who computes the products (``fastrnn.gemm.bf16_provider``);
         'emulated' runs on the float32 provider ``gemm``.
 
