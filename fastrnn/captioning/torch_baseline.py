@@ -11,6 +11,8 @@ It is the baseline of ``fastrnn-bench``; ``load_params`` copies a fastrnn
 parameter dict in (PyTorch orders the LSTM gates i, f, g, o; fastrnn i, f, o, g),
 so both models can be checked to compute the same loss.
 """
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -19,6 +21,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from fastrnn.backends.gate_order import to_torch_order
 
 __all__ = ["TorchCaptioningLSTM", "TorchTrainer"]
+
+# torch.backends.mkldnn.flags() warns on every CPU build that TF32 needs an Intel GPU:
+# true, and of no use to a CPU benchmark's output.
+warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN",
+                        category=UserWarning)
 
 
 
