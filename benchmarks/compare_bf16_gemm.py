@@ -33,7 +33,7 @@ def main(argv=None):
         from fastrnn import threads
         threads.set_num_threads(args.threads)
     providers = {f"float32 ({gemm.gemm_provider().uses})": None}
-    for name in ("emulated", "mkl", "torch"):
+    for name in (n for n in gemm.BF16_PROVIDERS if n != "auto"):
         try:
             providers[f"bf16 {name}"] = gemm.bf16_provider(name)
         except ImportError as err:
