@@ -60,14 +60,13 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from fastrnn import config
+from fastrnn import _io, config
 from fastrnn.captioning.data import coco
 
 GENERATOR_VERSION = 1          # bump on any change to the output: cached datasets are keyed by it
@@ -820,14 +819,12 @@ def generate(out_dir, size="small", seed=0, raw_features=False, progress=True, o
             and not overwrite:
         raise FileExistsError(f"{out_dir} already exists and is not empty; choose another "
                               f"folder or pass overwrite=True (--overwrite)")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the dataset is an ordinary folder
+    # '.tmp-<name>-<pid>@<host>-<random>' next to out_dir, as fastrnn._io names every
+    # temporary file: one left by a killed generator is removed by the next one
+    tmp = _io.make_temp_dir(out_dir)
     try:
         info = _write_dataset(tmp, sizes, size, seed, raw_features, progress)
+        _io.fsync_tree(tmp)
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -837,11 +834,12 @@ def generate(out_dir, size="small", seed=0, raw_features=False, progress=True, o
 
 def _move_into_place(tmp, out_dir, overwrite):
     """Rename the finished folder tmp to out_dir in one step (replacing it if overwrite)."""
+    parent = os.path.dirname(out_dir)
     if overwrite and os.path.exists(out_dir):
-        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-",
-                                 dir=os.path.dirname(out_dir))
+        trash = _io.make_temp_dir(out_dir)   # the old folder, until the new one is in place
         os.rename(out_dir, os.path.join(trash, "old"))
         os.rename(tmp, out_dir)
+        _io.fsync_folder(parent)
         shutil.rmtree(trash, ignore_errors=True)
         return
     try:
@@ -850,6 +848,7 @@ def _move_into_place(tmp, out_dir, overwrite):
         if os.path.exists(out_dir):   # someone else wrote it meanwhile
             raise FileExistsError(f"{out_dir} appeared while it was being generated") from err
         raise
+    _io.fsync_folder(parent)
 
 
 def _write_dataset(folder, sizes, size, seed, with_raw, progress):
