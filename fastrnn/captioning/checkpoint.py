@@ -17,8 +17,9 @@ The file is first written to a temporary file in the same folder, flushed to
 disk, then renamed over the old one (``os.replace`` is atomic), so a crash, a
 Ctrl-C or a full disk while saving leaves the previous checkpoint whole. The
 temporary file is named ``.tmp-<name>-<pid>@<host>-<random>``; one left behind by
-a writer that was killed (kill -9) is removed by the next write into that folder
-from the same host once its pid is no longer alive.
+a writer that was killed (kill -9) is removed by the next write of that file
+from the same host once its pid is no longer alive. The writer is
+``fastrnn._io.write_atomically``, the one every file fastrnn writes goes through.
 
 Only finite state is saved: ``save_checkpoint`` refuses weights, optimizer
 arrays or a learning rate that hold NaN or infinity (``NonFiniteState``), so a
@@ -31,14 +32,22 @@ import json
 import math
 import numbers
 import os
-import socket
-import tempfile
-import time
 import zipfile
 import zlib
 
 import numpy as np
 
+# The atomic writer lives in fastrnn._io (one for every file fastrnn writes); its names
+# stay importable from here.
+from fastrnn._io import (  # noqa: F401
+    _PROCESS_START,
+    _fsync_folder,
+    _owner,
+    _pid_alive,
+    _temp_prefix,
+    remove_stale_temp_files,
+    write_atomically,
+)
 from fastrnn.captioning.model import CaptioningRNN
 
 __all__ = ["save_checkpoint", "read_checkpoint", "read_meta", "load_model",
@@ -253,107 +262,11 @@ def load_model(path):
     return model_from_checkpoint(read_checkpoint(path))
 
 
-def _temp_prefix(path):
-    return ".tmp-" + os.path.basename(path) + "-"
-
-
-def _owner():
-    """'<pid>@<host>': who is writing a temporary file (host without '-' for parsing)."""
-    return f"{os.getpid()}@{socket.gethostname().replace('-', '_')}"
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # alive, someone else's
-        return True
-    return True
-
-
-_PROCESS_START = time.time()
-
-
-def remove_stale_temp_files(path):
-    """Remove temporary files of ``path`` left by killed writers; returns their names.
-
-    A temporary file ``.tmp-<name>-<pid>@<host>-<random>`` is stale when it was
-    written on this host by a pid that no longer runs. Files of the old naming
-    (``.tmp-<name>-<random>``, no owner) are stale once older than this process.
-    Files of live writers and of other hosts are left alone.
-    """
-    path = os.path.abspath(os.fspath(path))
-    folder, prefix = os.path.dirname(path), _temp_prefix(path)
-    host = _owner().split("@", 1)[1]
-    removed = []
-    try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
-    except OSError:
-        return removed
-    for name in names:
-        owner, _, _ = name[len(prefix):].rpartition("-")
-        pid, at, owner_host = owner.partition("@")
-        full = os.path.join(folder, name)
-        try:
-            if at:
-                stale = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))
-            else:
-                stale = os.path.getmtime(full) < _PROCESS_START
-            if stale:
-                os.unlink(full)
-                removed.append(name)
-        except OSError:
-            pass   # gone meanwhile, or not ours to remove
-    return removed
-
-
-def write_atomically(path, write):
-    """write(file) into a temporary file next to ``path``, fsync, rename it over ``path``.
-
-    Stale temporary files of ``path`` (see remove_stale_temp_files) are removed
-    first. On any error the temporary file is removed and ``path`` is unchanged.
-    """
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_temp_files(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path) + _owner() + "-", dir=folder)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
-            raise OSError(err.errno, err.strerror, path) from err   # name the file
-        raise
-    _fsync_folder(folder)
-
-
 _write_atomically = write_atomically   # the earlier private name
 
 
-def _fsync_folder(folder):
-    """Make the rename itself durable (best effort: not every OS can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def to_builtin(value):
-    """JSON fallback for numpy scalars and small arrays."""
+    """JSON fallback for numpy scalars and small arrays (of a checkpoint's metadata)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -18,7 +18,6 @@ an output location by creating (and removing) a file in it.
 """
 import argparse
 import contextlib
-import json
 import logging
 import math
 import os
@@ -204,9 +203,8 @@ def as_usage_error(fn, *args):
 
 def write_json(path, doc):
     """Write a JSON document atomically (a half-written report never replaces a whole one)."""
-    from fastrnn.captioning import checkpoint
-    text = json.dumps(doc, indent=2, default=checkpoint.to_builtin)
-    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    from fastrnn import _io
+    _io.write_json(path, doc, indent=2)
 
 
 class _ProgressLineHandler(logging.Handler):

@@ -22,6 +22,7 @@ import numpy as np
 
 import fastrnn
 from fastrnn import gemm
+from fastrnn._io import atomic_write
 from fastrnn.captioning import checkpoint, metrics
 from fastrnn.captioning.distributed import (
     DistributedContext,
@@ -467,8 +468,11 @@ def plot_losses(solver, path):
     fig.suptitle(f"{m.cell_type.upper()} H={m.hidden_dim} W={m.wordvec_dim}, "
                  f"{solver.update_rule_name} batch {solver.batch_size}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:   # a half-drawn plot never replaces a whole one
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 

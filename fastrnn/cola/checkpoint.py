@@ -15,8 +15,8 @@ strings, numbers, booleans and None, so ``load_checkpoint`` reads it with
     train_config        ``dataclasses.asdict`` of the run's ``TrainConfig``
     result, history     the final report and per-epoch history (when training ended)
 
-It is written through ``fastrnn.captioning.checkpoint.write_atomically`` (temporary file,
-fsync, rename), so an interrupted save leaves the previous file whole.
+It is written through ``fastrnn._io.write_atomically`` (temporary file, fsync, rename),
+so an interrupted save leaves the previous file whole.
 """
 import dataclasses
 import os
@@ -25,7 +25,8 @@ import pickle
 import numpy as np
 import torch
 
-from fastrnn.captioning.checkpoint import CheckpointError, write_atomically
+from fastrnn._io import write_atomically
+from fastrnn.captioning.checkpoint import CheckpointError
 from fastrnn.cola.models import MeanEnsemble, WithFeatures
 from fastrnn.cola.transformer import ClassificationTransformer
 

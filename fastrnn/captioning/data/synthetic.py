@@ -47,6 +47,10 @@ ones ("large", "small", "tree") often, the rest rarely, and ranks past the vocab
 afterwards ("a orange cat" -> "an orange cat"). Lengths are shaped like COCO's by redrawing
 (LENGTH_ACCEPT): a caption over 15 words always, a short (< 8) or long (14-15) one sometimes.
 
+Word lists: the categories, places, actions, determiners, colours, phrases and filler
+words are package data, one entry per line in ``lexicon/<name>.txt`` next to this module
+(``load_lexicon``; a missing, empty or malformed file is a ``LexiconError`` naming it).
+
 Vocabulary: exactly 1,004 entries, ``<NULL>``=0, ``<START>``=1, ``<END>``=2, ``<UNK>``=3, then
 the grammar's words and the filler words ordered by frequency (measured once on a fixed
 reference sample, so it is the same for every dataset), as CS231n's file is.
@@ -57,17 +61,17 @@ one reference, and corpus BLEU-1..4 against all the others) — a ceiling to rea
 model's score against.
 """
 import functools
+import importlib.resources
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from fastrnn import config
+from fastrnn import _io, config
 from fastrnn.captioning.data import coco
 
 GENERATOR_VERSION = 1          # bump on any change to the output: cached datasets are keyed by it
@@ -76,6 +80,7 @@ VOCAB_SIZE = 1004
 SPECIALS = ("<NULL>", "<START>", "<END>", "<UNK>")
 NULL, START, END, UNK = range(4)
 MAX_WORDS = 15                 # + <START> and <END> = 17 columns, as COCO's
+COUNT_NAMES = ("one", "two", "three", "many")   # count 0..3 (the keys of determiners.txt)
 FEATURE_DIM, RAW_FEATURE_DIM = 512, 4096
 
 # probability of keeping a drawn caption of each length 0..16 (16 = too long): COCO's
@@ -87,243 +92,117 @@ FULL_SIZE = {"train_captions": 400_135, "train_images": 82_783,
 NAMED_SIZES = {"tiny": 1_500, "small": 20_000, "full": FULL_SIZE["train_captions"]}
 
 # ---------------------------------------------------------------------------------------
-# Lexicon.  Alternatives are separated by "/", a repeated alternative is drawn more often.
+# Lexicon: the word lists, package data in lexicon/<name>.txt (see load_lexicon).
+# Alternatives are separated by "/", a repeated alternative is drawn more often.
 # ---------------------------------------------------------------------------------------
-COLOURS = "white black red blue green yellow brown gray orange pink purple".split()
+LEXICON_PACKAGE, LEXICON_FOLDER = "fastrnn.captioning.data", "lexicon"
 
-# name | class | weight | colour palette ("all", "-" or colours) | collective | habitat | singular | plural
-CATEGORIES = """
-man | person | 25 | all | - | street sidewalk beach park field snow kitchen livingroom court diamond skatepark ocean | man/man/man/guy/person | men/men/people/guys
-woman | person | 14 | all | - | street sidewalk beach park field snow kitchen livingroom court | woman/woman/lady | women/women/ladies
-boy | person | 6 | all | - | park field beach street skatepark diamond livingroom | boy/young boy/little boy/kid | boys/young boys/kids
-girl | person | 6 | all | - | park field beach street court livingroom kitchen | girl/young girl/little girl | girls/young girls
-bird | animal | 2 | white black brown gray | flock | sky lake beach forest building field | bird/bird/seagull/pigeon | birds/seagulls/pigeons
-cat | animal | 3 | white black orange gray | - | livingroom bedroom kitchen bathroom | cat/cat/kitten | cats/kittens
-dog | animal | 3 | white black brown | - | field park beach street livingroom bedroom | dog/dog/puppy | dogs/puppies
-horse | animal | 2 | white black brown | herd | field beach road forest street | horse/horse/pony | horses/ponies
-sheep | animal | 2 | white black | herd | field road forest | sheep/lamb | sheep/lambs
-cow | animal | 2 | black brown white | herd | field road beach street | cow/cow/bull | cows/cattle/bulls
-elephant | animal | 2 | - | herd | zoo field forest lake | elephant/elephant/baby elephant | elephants
-bear | animal | 1.5 | brown black white | - | zoo forest field lake snow | bear/bear/grizzly bear | bears
-zebra | animal | 2 | - | herd | zoo field | zebra | zebras
-giraffe | animal | 3 | - | herd | zoo field forest | giraffe/giraffe/baby giraffe | giraffes
-bicycle | vehicle | 1.5 | all | - | street sidewalk park road | bicycle/bike | bicycles/bikes
-car | vehicle | 1.5 | all | - | street parkinglot road sidewalk | car/car/vehicle | cars/vehicles
-motorcycle | vehicle | 1.5 | all | - | street road parkinglot sidewalk | motorcycle/motorcycle/motorbike/motor bike | motorcycles/motorbikes
-airplane | vehicle | 2 | white blue red | - | runway sky | airplane/plane/jet/airliner | airplanes/planes/jets
-bus | vehicle | 2 | red blue white yellow green | - | street parkinglot road | bus/bus/city bus/double decker bus | buses
-train | vehicle | 2 | red blue yellow green | - | tracks | train/train/passenger train/train engine | trains
-truck | vehicle | 1.5 | all | - | street road parkinglot | truck/truck/pickup truck | trucks
-boat | vehicle | 1.5 | white blue red | - | lake ocean beach | boat/boat/small boat/sailboat | boats/sailboats
-traffic light | object | 1 | - | - | street building | traffic light/stop light/traffic signal | traffic lights
-fire hydrant | object | 1 | red yellow blue | - | sidewalk street park | fire hydrant/fire hydrant/hydrant | fire hydrants
-stop sign | object | 1 | - | - | street sidewalk building | stop sign/stop sign/street sign | stop signs
-bench | object | 1 | white brown green | - | park sidewalk beach | bench/bench/park bench | benches
-frisbee | object | 1 | all | - | park field beach | frisbee/frisbee/flying disc | frisbees
-skis | object | 1 | - | - | snow | pair of skis/set of skis | skis
-snowboard | object | 1 | all | - | snow | snowboard | snowboards
-sports ball | object | 1 | - | - | field diamond court park | ball/soccer ball/tennis ball/baseball | balls/soccer balls
-kite | object | 1 | all | - | sky beach field park | kite | kites
-baseball bat | object | 1 | - | - | diamond | baseball bat/bat | baseball bats/bats
-baseball glove | object | 1 | brown black | - | diamond | baseball glove/glove/mitt | baseball gloves/gloves
-skateboard | object | 1 | all | - | skatepark street sidewalk park | skateboard/skate board | skateboards
-surfboard | object | 1 | all | - | ocean beach | surfboard/surf board/board | surfboards/boards
-tennis racket | object | 1 | - | - | court | tennis racket/racket/tennis racquet | tennis rackets/rackets
-backpack | object | 1 | all | - | street sidewalk | backpack | backpacks
-umbrella | object | 1 | all | - | street beach sidewalk park | umbrella | umbrellas
-handbag | object | 1 | all | - | street sidewalk table | handbag/purse/bag | handbags/purses/bags
-tie | object | 1 | all | - | table bedroom | tie/neck tie | ties
-suitcase | object | 1 | all | - | bedroom street sidewalk | suitcase/piece of luggage | suitcases/bags
-banana | object | 1 | - | - | table counter kitchen | banana/banana/bunch of bananas | bananas
-apple | object | 1 | red green | - | table counter kitchen | apple | apples
-sandwich | object | 1.5 | - | - | plate table | sandwich/sandwich/sub sandwich | sandwiches
-orange | object | 1 | - | - | table counter kitchen | orange | oranges
-broccoli | object | 1 | - | - | plate table kitchen counter | piece of broccoli/head of broccoli/broccoli floret | broccoli florets/heads of broccoli
-carrot | object | 1 | - | - | plate table counter kitchen | carrot | carrots
-hot dog | object | 1 | - | - | plate table | hot dog/hotdog | hot dogs/hotdogs
-pizza | object | 2 | - | - | table plate kitchen | pizza/pizza/slice of pizza | pizzas/slices of pizza
-donut | object | 1 | - | - | table plate counter | donut/doughnut/pastry | donuts/doughnuts/pastries
-cake | object | 1.5 | white pink | - | table plate kitchen | cake/cake/birthday cake/piece of cake | cakes
-bottle | object | 1 | - | - | table counter kitchen | bottle/bottle/wine bottle/beer bottle | bottles
-wine glass | object | 1 | - | - | table counter | wine glass/glass of wine/glass | wine glasses/glasses
-cup | object | 1 | white red blue | - | table desk counter | cup/coffee cup/mug | cups/mugs
-fork | object | 1 | - | - | table plate | fork | forks
-knife | object | 1 | - | - | table plate counter kitchen | knife | knives
-spoon | object | 1 | - | - | table plate | spoon | spoons
-bowl | object | 1 | white | - | table counter kitchen | bowl | bowls
-chair | object | 1 | all | - | livingroom kitchen park | chair | chairs
-couch | object | 1 | all | - | livingroom | couch/sofa | couches/sofas
-potted plant | object | 1 | - | - | livingroom kitchen table | potted plant/plant/house plant | potted plants/plants
-bed | object | 1 | white | - | bedroom | bed | beds
-dining table | object | 1 | brown white | - | kitchen livingroom | table/dining table/kitchen table | tables/dining tables
-toilet | object | 1.5 | white | - | bathroom | toilet | toilets
-tv | object | 1 | black | - | livingroom bedroom | tv/television/flat screen tv | tvs/televisions
-laptop | object | 1.5 | black white gray | - | desk table bedroom | laptop/laptop computer/computer | laptops/computers
-mouse | object | 1 | black white | - | desk | computer mouse/mouse | computer mice/mice
-remote | object | 1 | black white | - | table livingroom | remote/remote control/controller | remotes/controllers
-keyboard | object | 1 | black white | - | desk | keyboard | keyboards
-cell phone | object | 1 | black white | - | table desk | cell phone/phone/smart phone | cell phones/phones
-microwave | object | 1 | white black | - | kitchen counter | microwave | microwaves
-oven | object | 1 | white black | - | kitchen | oven/stove | ovens/stoves
-sink | object | 1 | white | - | kitchen bathroom | sink | sinks
-refrigerator | object | 1 | white black | - | kitchen | refrigerator/fridge | refrigerators/fridges
-book | object | 1 | all | - | table desk bedroom livingroom | book | books
-clock | object | 1.5 | white black | - | building street livingroom | clock | clocks
-vase | object | 1 | all | - | table livingroom | vase/vase/flower vase | vases
-scissors | object | 1 | - | - | table desk | pair of scissors | pairs of scissors
-teddy bear | object | 1 | brown white pink | - | bedroom livingroom | teddy bear/stuffed animal/stuffed bear | teddy bears/stuffed animals
-toothbrush | object | 1 | all | - | bathroom | toothbrush | toothbrushes
-"""
 
-# key | realisations (preposition included)
-PLACES = """
-field | in a field/in a grassy field/in the grass/on a grassy field/in a green field
-beach | on the beach/on a beach/at the beach/on a sandy beach
-ocean | in the ocean/on a wave/in the water/on top of a wave
-lake | on a lake/in the water/on the river/on the water
-street | on a city street/on the street/down the street/on a busy street/down a city street
-sidewalk | on a sidewalk/on the sidewalk/along the sidewalk
-road | on a dirt road/down a dirt road/on a road/on the side of the road
-park | in a park/in the park/at the park
-snow | in the snow/on a snowy hill/down a snowy slope/on a ski slope/down a snow covered hill
-kitchen | in a kitchen/in the kitchen
-livingroom | in a living room/in the living room
-bathroom | in a bathroom/in the bathroom
-bedroom | in a bedroom/in the bedroom/in a room
-table | on a table/on top of a table/on a wooden table/on the table
-counter | on a counter/on a kitchen counter/on the counter
-desk | on a desk/on top of a desk/on a computer desk
-plate | on a plate/on a white plate/on top of a plate
-runway | on a runway/on the runway/at an airport/on the tarmac
-tracks | on the tracks/on train tracks/at a train station/down the tracks
-parkinglot | in a parking lot/in the parking lot
-zoo | in an enclosure/at the zoo/in a zoo/in a pen
-forest | in the woods/near some trees/in a forest/in a wooded area
-sky | in the sky/in the blue sky/through the sky/in a cloudy sky
-court | on a tennis court/on the court/on a court
-diamond | on a baseball field/on the field/at a baseball game
-skatepark | at a skate park/on a ramp/at the skate park
-building | on a building/on the side of a building/on top of a building
-"""
+class LexiconError(ValueError):
+    """A word list of the generator (``lexicon/<name>.txt`` of this package) is missing,
+    unreadable, empty or malformed; the message names the file."""
 
-# key | weight | subjects (@class or category, "_" for spaces) | verbs ("-" = no verb) | argument kind | arguments
-# Arguments "~related" = the objects sharing a habitat with the subject.
-ACTIONS = """
-ride | 1 | @person | riding/riding/riding on | obj | horse bicycle motorcycle skateboard surfboard elephant snowboard
-hold | 1 | @person | holding/holding/carrying/holding up | obj | umbrella kite tennis_racket baseball_bat frisbee cell_phone donut banana pizza cup teddy_bear remote sandwich hot_dog surfboard skateboard wine_glass book handbag suitcase baseball_glove dog cat
-fly | 1 | @person | flying | obj | kite
-throw | 1 | @person | throwing/tossing | obj | frisbee sports_ball
-catch | 1 | @person dog | catching/trying to catch/reaching for | obj | frisbee sports_ball
-swing | 1 | @person | swinging | obj | tennis_racket baseball_bat
-play | 1 | @person | playing with | obj | frisbee dog cat kite sports_ball remote
-eat | 1 | @person | eating/eating/biting into | obj | pizza sandwich donut hot_dog banana apple cake orange carrot broccoli
-cut | 1 | @person | cutting/cutting into/slicing | obj | cake pizza sandwich
-use | 1 | @person | using/typing on/working on | obj | laptop cell_phone keyboard
-look | 1 | @person cat dog | looking at/staring at/watching | obj | cell_phone laptop tv book clock giraffe elephant
-sit | 1 | @person | sitting on/sitting on/sitting on top of | obj | bench couch chair bed motorcycle
-perch | 1 | cat dog bird | sitting on/laying on/sleeping on | obj | bench couch chair bed car laptop keyboard suitcase
-stand_by | 1 | @person | standing next to/standing near/standing by/posing with | obj | car bus train truck horse elephant giraffe refrigerator motorcycle bicycle clock stop_sign fire_hydrant cow
-walk | 1 | @person @animal | walking/walking/walking across | place | street sidewalk beach park field snow road
-ski | 2 | man woman boy girl | skiing | place | snow
-surf | 2 | man woman boy girl | surfing/paddling | place | ocean
-stand | 1 | @person @animal | standing/standing/posing | place | kitchen field beach street snow livingroom zoo forest road
-tennis | 2 | man woman boy girl | playing tennis/playing a game of tennis | place | court
-baseball | 2 | man boy | playing baseball/playing a game of baseball | place | diamond
-graze | 2 | horse sheep cow zebra giraffe elephant | grazing/grazing on grass/eating grass | place | field forest zoo road
-lay | 1 | @animal | laying/laying down/resting/sleeping | place | field zoo livingroom bedroom beach
-feed | 1 | @animal | eating | obj | banana apple carrot broccoli
-near | 1 | @animal | standing next to/standing near/next to | obj | car bench fire_hydrant truck
-chase | 1 | cat dog | playing with/chasing | obj | frisbee sports_ball teddy_bear
-park | 2 | @vehicle | parked/sitting/stopped | place | street parkinglot sidewalk road runway tracks beach lake
-drive | 2 | car bus truck motorcycle | driving/traveling/moving | place | street road
-soar | 3 | airplane bird kite | flying/flying/soaring | place | sky
-travel | 3 | train | traveling/moving/coming | place | tracks
-float | 2 | boat | floating/sitting/docked | place | lake ocean beach
-park_by | 1 | @vehicle | parked next to/parked near/next to | obj | car bus truck fire_hydrant stop_sign bench traffic_light
-rest | 2 | @object | sitting/-/-/sitting/laying/resting | place | table counter desk plate kitchen livingroom bathroom bedroom street sidewalk park beach field snow building diamond court skatepark
-beside | 1 | @object | next to/sitting next to/beside/near | obj | ~related
-"""
 
-DETERMINERS = {   # (count, collective) -> alternatives; count 0=one, 1=two, 2=three, 3=many
-    "one": "a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/the/the/one",
-    "two": "two/two/two/a couple of/a pair of",
-    "three": "three",
-    "many": "a group of/several/many/some/a bunch of/lots of",
-    "many herd": "a herd of/a herd of/a group of/several/many",
-    "many flock": "a flock of/a flock of/a group of/several/many",
-}
-COUNT_NAMES = ("one", "two", "three", "many")
-CLOTHES = "in a {c} shirt/wearing a {c} shirt/in a {c} jacket/wearing a {c} jacket/dressed in {c}"
-PREFIXES = "a picture of/an image of/a photo of/a close up of/a view of/a photograph of"
-COMPANION = "next to/near/with/beside/next to"
-TAILS = "near a {n}/next to a {n}/with a {n} in the background/in front of a {n}/beside a {n}"
+def _lexicon_file(name):
+    return importlib.resources.files(LEXICON_PACKAGE) / LEXICON_FOLDER / f"{name}.txt"
 
-# Filler words, most frequent first: the top ones pad the vocabulary to 1,004 words, the
-# Zipf ranks past them are <UNK>.
-FILLER_ADJECTIVES = """
-large small big little young old tall busy empty wooden open clean dirty cute beautiful
-pretty tiny huge giant adult colorful dark bright modern fancy vintage older long short
-sandy snowy rocky muddy wet dry shiny plastic metal stone brick fresh delicious cooked
-fried toasted sliced frosted chocolate homemade nice cozy crowded quiet rural urban ornate
-antique rusty broken new miniature furry fluffy striped spotted curious sleepy hungry happy
-smiling elderly skinny shirtless professional decorated outdoor indoor tropical lush tasty
-healthy messy narrow wide giant tan blond bald bearded lone single double main local
-public private famous strange unusual funny silly adorable lovely gorgeous stunning plain
-simple elegant rustic classic retro historic ancient abandoned crowded deserted foggy misty
-rainy stormy windy sunny cloudy shady warm cold icy frozen hot steaming juicy ripe rotten
-raw grilled baked roasted stuffed leafy thin thick heavy light soft hard smooth rough round
-square flat steep shallow deep clear calm wild tame domestic giant sturdy fragile neat
-tidy cluttered spacious cramped bare furnished painted carved woven knitted leather wool
-cotton silk velvet glossy matte faded worn torn patched polished dusty sandy grassy rocky
-smoky lit dim glowing sparkling colored tinted pale vivid bold elaborate festive formal
-casual sporty athletic muscular slender chubby petite grown teenage toddler infant senior
-"""
 
-FILLER_NOUNS = """
-tree building fence window wall pole house tower bridge mountain hill rock bush flower
-flowers lamp shelf door curtain mirror pillow blanket rug box basket bucket cone crowd
-statue fountain sign banner flag tent umbrella lighthouse church castle barn cabin shed
-garage garden yard lawn hedge gate railing stairs staircase balcony porch roof chimney
-skyline skyscraper billboard streetlight lamppost bus stop crosswalk intersection traffic
-highway bridge tunnel pier dock harbor marina shore cliff canyon valley meadow pasture farm
-orchard vineyard pond stream waterfall river creek dam island palm cactus fern vine tulip
-rose sunflower daisy lily hay haystack log stump branch leaf leaves pine oak willow maple
-birch forest jungle desert dune glacier volcano cave trail path bench picnic table
-playground swing slide sandbox fountain pool hot tub deck patio grill fireplace mantle
-bookshelf cabinet drawer dresser nightstand wardrobe closet hanger rack counter stool
-ottoman recliner armchair futon hammock crib cradle lantern candle chandelier fan heater
-radiator vent outlet switch thermostat clock calendar poster painting picture frame
-photograph sculpture trophy medal plaque certificate map globe chalkboard whiteboard
-projector screen speaker microphone guitar piano drum violin trumpet saxophone stage
-podium curtain spotlight audience fan crowd stadium arena bleachers scoreboard net
-goal hoop court track field racetrack finish line pit garage workshop factory
-warehouse store shop market stall booth kiosk cart wagon trailer tractor bulldozer crane
-forklift ladder scaffold construction site cone barrel crate pallet tarp rope chain hose
-pipe wire cable antenna satellite dish mailbox trash can dumpster recycling bin bike rack
-parking meter meter phone booth newspaper stand vending machine atm bank hotel restaurant
-cafe bakery pub diner cafeteria kitchen pantry fridge freezer dishwasher toaster kettle
-blender mixer pot pan skillet wok tray platter saucer teapot pitcher jar jug can carton
-napkin towel sponge soap shampoo razor comb brush hairbrush hair dryer lotion perfume
-bathtub shower faucet drain tile mosaic tub laundry basket washer dryer iron ironing
-board sewing machine yarn needle thread button zipper hat cap helmet hood scarf glove
-mitten sock boot sneaker sandal slipper shoe belt jacket coat sweater hoodie vest shirt
-blouse skirt dress jeans shorts pajamas uniform costume mask apron wristband bracelet
-necklace ring earring watch sunglasses goggles headband bandana ponytail beard mustache
-tattoo wheelchair stroller walker cane crutch scooter tricycle unicycle wagon sled
-toboggan kayak canoe raft paddle oar sail mast anchor buoy lifeguard tower flagpole
-windmill silo water tower fire escape awning canopy umbrella stand pergola gazebo arch
-column pillar dome spire steeple clocktower minaret pagoda temple shrine monument memorial
-cathedral mosque palace mansion cottage apartment condo hut igloo lodge chalet villa
-fortress ruins wall mural graffiti sculpture fence post birdhouse doghouse feeder
-wheelbarrow shovel rake hoe pitchfork lawnmower sprinkler watering can flowerpot planter
-greenhouse scarecrow mailbox lamppost hydrant curb gutter manhole pothole puddle snowman
-snowbank icicle boulder pebble gravel sand seashell driftwood seaweed coral reef lagoon
-bay cove peninsula horizon sunset sunrise rainbow cloud moon star fog mist smoke steam
-firework balloon parade float carnival ferris wheel carousel roller coaster circus clown
-juggler magician musician painter photographer tourist vendor chef waiter waitress cashier
-farmer fisherman policeman fireman soldier sailor pilot conductor mechanic nurse doctor
-teacher student coach referee umpire spectator pedestrian cyclist jogger hiker camper
-"""
+def load_lexicon(name, fields=1, unique=False, one_word=False):
+    """The entries of the word list ``lexicon/<name>.txt``, in file order.
+
+    The file is UTF-8 text, one entry per line; blank lines and lines starting with ``#``
+    are skipped and each line is stripped. ``fields=1``: each entry is a string (without
+    ``|``); ``fields > 1``: a tuple of that many non-empty stripped strings, the line's
+    fields separated by ``|``. ``unique``: no entry (no first field) may repeat.
+    ``one_word``: each entry is a single word (no spaces).
+
+    Raises LexiconError naming the file if it is missing, unreadable, not UTF-8, holds no
+    entry or a line that does not have that form.
+    """
+    resource = _lexicon_file(name)
+    where = f"lexicon file {resource}"
+    try:
+        text = resource.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LexiconError(f"{where} is missing (the package data of fastrnn is incomplete: "
+                           f"reinstall fastrnn)") from None
+    except UnicodeDecodeError as err:
+        raise LexiconError(f"{where} is not UTF-8 text (byte {err.start}: {err.reason})") \
+            from None
+    except OSError as err:
+        raise LexiconError(f"{where} cannot be read ({err.strerror or err})") from None
+    entries, first_line = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) != fields or not all(parts):
+            expected = ("one entry without '|'" if fields == 1
+                        else f"{fields} non-empty fields separated by '|'")
+            raise LexiconError(f"{where}, line {number}: expected {expected}, got {line!r}")
+        if one_word and len(line.split()) != 1:
+            raise LexiconError(f"{where}, line {number}: expected one word, got {line!r}")
+        if unique and parts[0] in first_line:
+            raise LexiconError(f"{where}, line {number}: {parts[0]!r} repeats line "
+                               f"{first_line[parts[0]]}")
+        first_line.setdefault(parts[0], number)
+        entries.append(parts[0] if fields == 1 else tuple(parts))
+    if not entries:
+        raise LexiconError(f"{where} is empty (no entries, only blank or '#' lines)")
+    return entries
+
+
+def _phrases(name, slot=None):
+    """One-line alternatives of lexicon ``name`` (no '/' in them), each holding the
+    placeholder ``slot`` ('{c}', '{n}') as a word when given."""
+    entries = load_lexicon(name)
+    for entry in entries:
+        if "/" in entry:
+            raise LexiconError(f"lexicon file {_lexicon_file(name)}: {entry!r}: one alternative "
+                               f"per line, without '/'")
+        if slot is not None and slot not in entry.split():
+            raise LexiconError(f"lexicon file {_lexicon_file(name)}: {entry!r} lacks the "
+                               f"word {slot}")
+    return entries
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """The generator's word lists, as read from ``lexicon/*.txt``."""
+    colours: list        # colours.txt: one colour per line; a colour's id is its position
+    categories: list     # categories.txt: (name, class, weight, palette, collective,
+    #                      habitat, singular, plural)
+    places: list         # places.txt: (key, realisations)
+    actions: list        # actions.txt: (key, weight, subjects, verbs, kind, arguments)
+    determiners: dict    # determiners.txt: count [collective] -> alternatives
+    clothes: list        # clothes.txt: one alternative per line, {c} = the colour
+    prefixes: list       # prefixes.txt
+    companions: list     # companions.txt
+    tails: list          # tails.txt: {n} = a filler noun
+    filler_adjectives: list   # most frequent first
+    filler_nouns: list
+
+
+LEXICON_FILES = ("colours", "categories", "places", "actions", "determiners", "clothes",
+                 "prefixes", "companions", "tails", "filler_adjectives", "filler_nouns")
+
+
+@functools.lru_cache(maxsize=1)
+def lexicon():
+    """The word lists (read once per process)."""
+    return Lexicon(
+        colours=load_lexicon("colours", unique=True, one_word=True),
+        categories=load_lexicon("categories", fields=8, unique=True),
+        places=load_lexicon("places", fields=2, unique=True),
+        actions=load_lexicon("actions", fields=6, unique=True),
+        determiners=dict(load_lexicon("determiners", fields=2, unique=True)),
+        clothes=_phrases("clothes", "{c}"),
+        prefixes=_phrases("prefixes"),
+        companions=_phrases("companions"),
+        tails=_phrases("tails", "{n}"),
+        filler_adjectives=load_lexicon("filler_adjectives", unique=True, one_word=True),
+        filler_nouns=load_lexicon("filler_nouns", unique=True, one_word=True))
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,17 +282,15 @@ class Category:
     plural: list
 
 
-def _palette(text):
-    return COLOURS if text == "all" else [] if text == "-" else text.split()
+def _palette(text, colours):
+    return colours if text == "all" else [] if text == "-" else text.split()
 
 
-def _parse_categories():
+def _parse_categories(lex):
     cats = []
-    for line in CATEGORIES.strip().splitlines():
-        name, kind, weight, palette, collective, habitat, singular, plural = \
-            (f.strip() for f in line.split("|"))
+    for name, kind, weight, palette, collective, habitat, singular, plural in lex.categories:
         cats.append(Category(name, kind, float(weight),
-                             _palette(palette),
+                             _palette(palette, lex.colours),
                              "" if collective == "-" else collective, habitat.split(),
                              _alternatives(singular), _alternatives(plural)))
     return cats
@@ -424,10 +301,12 @@ class Grammar:
 
     def __init__(self):
         words = Words()
-        self.categories = _parse_categories()
+        lex = self.lexicon = lexicon()
+        self.colours = lex.colours
+        self.categories = _parse_categories(lex)
         self.category_index = {c.name: i for i, c in enumerate(self.categories)}
-        place_lines = [line.split("|") for line in PLACES.strip().splitlines()]
-        self.place_names = [key.strip() for key, _ in place_lines]
+        place_lines = lex.places
+        self.place_names = [key for key, _ in place_lines]
         place_index = {p: i for i, p in enumerate(self.place_names)}
         self._parse_actions()
         self._build_scene_tables(place_index)
@@ -440,11 +319,11 @@ class Grammar:
         self.determiners = PhraseTable(_uniform(
             [[words.ids(a) for a in _alternatives(self._determiner_text(count, coll))]
              for count in range(4) for coll in ("", "herd", "flock")]))
-        self.colour_words = PhraseTable([[]] + [[(words.ids([c]), 1.0)] for c in COLOURS])
+        self.colour_words = PhraseTable([[]] + [[(words.ids([c]), 1.0)] for c in self.colours])
         self.clothes = PhraseTable([[]] + _uniform(
-            [[words.ids(a) for a in _alternatives(CLOTHES.format(c=c))] for c in COLOURS]))
+            [[words.ids(a.format(c=c).split()) for a in lex.clothes] for c in self.colours]))
         self.aux = PhraseTable([[(words.ids(["is"]), 1.0)], [(words.ids(["are"]), 1.0)]])
-        self.prefixes = PhraseTable(_uniform([[words.ids(a) for a in _alternatives(PREFIXES)]]))
+        self.prefixes = PhraseTable(_uniform([[words.ids(a.split()) for a in lex.prefixes]]))
         self.there = PhraseTable([[(words.ids(["there", "is"]), 1.0)],
                                   [(words.ids(["there", "are"]), 1.0)]])
         self.verbs = PhraseTable(_uniform(
@@ -454,9 +333,9 @@ class Grammar:
         self.object_nouns = PhraseTable(_uniform([[words.ids(a) for a in c.singular]
                                                   for c in cats]))
         self.places = PhraseTable(_uniform(
-            [[words.ids(a) for a in _alternatives(text.strip())] for _, text in place_lines]))
-        self.companion_preps = PhraseTable(_uniform([[words.ids(a)
-                                                      for a in _alternatives(COMPANION)]]))
+            [[words.ids(a) for a in _alternatives(text)] for _, text in place_lines]))
+        self.companion_preps = PhraseTable(_uniform([[words.ids(a.split())
+                                                      for a in lex.companions]]))
         self._add_fillers(words)
         self.definition_words = words.words
         self.vowel_sound = np.array([_starts_with_vowel_sound(w) for w in words.words])
@@ -464,13 +343,12 @@ class Grammar:
 
     # -- parsing ------------------------------------------------------------------------
     def _determiner_text(self, count, collective):
-        name = COUNT_NAMES[count]
-        return DETERMINERS.get(f"{name} {collective}".strip(), DETERMINERS[name])
+        name, determiners = COUNT_NAMES[count], self.lexicon.determiners
+        return determiners.get(f"{name} {collective}".strip(), determiners[name])
 
     def _parse_actions(self):
         self.actions = []
-        for line in ACTIONS.strip().splitlines():
-            key, weight, subjects, verbs, kind, args = (f.strip() for f in line.split("|"))
+        for key, weight, subjects, verbs, kind, args in self.lexicon.actions:
             self.actions.append({"key": key, "weight": float(weight), "subjects": subjects.split(),
                                  "verbs": _alternatives(verbs), "kind": kind, "args": args.split()})
 
@@ -528,11 +406,11 @@ class Grammar:
                                       "animal": [0.62, 0.16, 0.07, 0.15],
                                       "vehicle": [0.80, 0.10, 0.04, 0.06],
                                       "object": [0.86, 0.08, 0.03, 0.03]}[k] for k in kinds])
-        colour_of = np.zeros((C, len(COLOURS) + 1))                  # (C, 1 + colours), 0 = none
+        colour_of = np.zeros((C, len(self.colours) + 1))            # (C, 1 + colours), 0 = none
         for i, c in enumerate(cats):
             if c.palette:
                 colour_of[i, 0] = 0.5
-                colour_of[i, [1 + COLOURS.index(x) for x in c.palette]] = 0.5 / len(c.palette)
+                colour_of[i, [1 + self.colours.index(x) for x in c.palette]] = 0.5 / len(c.palette)
             else:
                 colour_of[i, 0] = 1.0
         self.colour_given_subject = colour_of
@@ -541,10 +419,11 @@ class Grammar:
 
     def _add_fillers(self, words):
         """Pad the vocabulary to VOCAB_SIZE with the top filler words; the rest are <UNK>."""
-        adjectives = _unique(FILLER_ADJECTIVES.split(), words.index)
-        nouns = _unique(FILLER_NOUNS.split(), set(words.index) | set(adjectives))
+        lex = self.lexicon
+        adjectives = _unique(lex.filler_adjectives, words.index)
+        nouns = _unique(lex.filler_nouns, set(words.index) | set(adjectives))
         frames = [words.ids([t for t in alt if t != "{n}"]) + [alt.index("{n}")]
-                  for alt in _alternatives(TAILS)]
+                  for alt in (tail.split() for tail in lex.tails)]
         needed = VOCAB_SIZE - len(words.words)
         if needed > len(adjectives) + len(nouns) or needed < 0:
             raise RuntimeError(f"filler lists cannot pad {len(words.words)} words to {VOCAB_SIZE}")
@@ -610,7 +489,7 @@ def _draw_rows(probs, rng):
 def sample_scenes(num_images, rng, gram=None):
     """Latent scenes of ``num_images`` images: dict of (Ni,) int arrays, -1 = absent.
 
-    Keys: subject, count (0 one, 1 two, 2 three, 3 many), colour (0 none, 1.. COLOURS),
+    Keys: subject, count (0 one, 1 two, 2 three, 3 many), colour (0 none, 1.. the colours),
     action, object (the argument of an object action, or an optional companion of a place
     action), place (the argument of a place action, or an optional place of an object action).
     """
@@ -727,7 +606,7 @@ def world_embeddings(g=None):
     # a feature dimension has variance about 1
     scale = {"subject": 0.06, "action": 0.04, "object": 0.04, "place": 0.03, "colour": 0.03,
              "count": 0.03}
-    sizes = {"subject": len(g.categories), "count": 4, "colour": len(COLOURS) + 1,
+    sizes = {"subject": len(g.categories), "count": 4, "colour": len(g.colours) + 1,
              "action": len(g.actions), "object": len(g.categories) + 1,
              "place": len(g.place_names) + 1}
     emb = {k: (rng.standard_normal((sizes[k], FEATURE_DIM)) * np.sqrt(scale[k])).astype(np.float32)
@@ -820,14 +699,12 @@ def generate(out_dir, size="small", seed=0, raw_features=False, progress=True, o
             and not overwrite:
         raise FileExistsError(f"{out_dir} already exists and is not empty; choose another "
                               f"folder or pass overwrite=True (--overwrite)")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the dataset is an ordinary folder
+    # '.tmp-<name>-<pid>@<host>-<random>' next to out_dir, as fastrnn._io names every
+    # temporary file: one left by a killed generator is removed by the next one
+    tmp = _io.make_temp_dir(out_dir)
     try:
         info = _write_dataset(tmp, sizes, size, seed, raw_features, progress)
+        _io.fsync_tree(tmp)
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -837,11 +714,12 @@ def generate(out_dir, size="small", seed=0, raw_features=False, progress=True, o
 
 def _move_into_place(tmp, out_dir, overwrite):
     """Rename the finished folder tmp to out_dir in one step (replacing it if overwrite)."""
+    parent = os.path.dirname(out_dir)
     if overwrite and os.path.exists(out_dir):
-        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-",
-                                 dir=os.path.dirname(out_dir))
+        trash = _io.make_temp_dir(out_dir)   # the old folder, until the new one is in place
         os.rename(out_dir, os.path.join(trash, "old"))
         os.rename(tmp, out_dir)
+        _io.fsync_folder(parent)
         shutil.rmtree(trash, ignore_errors=True)
         return
     try:
@@ -850,6 +728,7 @@ def _move_into_place(tmp, out_dir, overwrite):
         if os.path.exists(out_dir):   # someone else wrote it meanwhile
             raise FileExistsError(f"{out_dir} appeared while it was being generated") from err
         raise
+    _io.fsync_folder(parent)
 
 
 def _write_dataset(folder, sizes, size, seed, with_raw, progress):
