@@ -57,6 +57,16 @@ def find_library():
     return ctypes.util.find_library("dnnl")
 
 
+class _Stream:
+    """A thread's oneDNN stream, destroyed with the thread's local data."""
+
+    def __init__(self, lib, handle):
+        self.lib, self.handle = lib, handle
+
+    def __del__(self):
+        self.lib.dnnl_stream_destroy(self.handle)
+
+
 class _Primitive:
     """A cached matmul primitive, its scratchpad size, its memory descriptors, and how
     many calls are running it (a primitive evicted from the cache is destroyed only
@@ -103,6 +113,7 @@ class OneDnnMatmul:
             "dnnl_engine_create": [_p, i, ctypes.c_size_t],
             "dnnl_stream_create": [_p, _p, ctypes.c_uint],
             "dnnl_stream_wait": [_p],
+            "dnnl_stream_destroy": [_p],
             "dnnl_memory_desc_create_with_strides": [_p, i, _Dims, i, _Dims],
             "dnnl_memory_desc_destroy": [_p],
             "dnnl_primitive_attr_create": [_p],
@@ -142,10 +153,10 @@ class OneDnnMatmul:
     def _stream(self):
         stream = getattr(self._local, "stream", None)
         if stream is None:
-            stream = _p()
-            self._call("dnnl_stream_create", ctypes.byref(stream), self.engine, _STREAM_IN_ORDER)
-            self._local.stream = stream
-        return stream
+            handle = _p()
+            self._call("dnnl_stream_create", ctypes.byref(handle), self.engine, _STREAM_IN_ORDER)
+            stream = self._local.stream = _Stream(self.lib, handle)
+        return stream.handle
 
     def _acquire(self, key):
         """The cached primitive for key, made on first use, held until _release_use."""
