@@ -1,4 +1,4 @@
-"""Does bf16 train as well as fp32? Two checks (issue 14), reported, not timed.
+"""Does bf16 train as well as fp32? Two checks, reported, not timed.
 
     python benchmarks/bf16_convergence.py default [-- extra fastrnn-train flags]
     python benchmarks/bf16_convergence.py fullscale [--iters 50] [--backend cython]

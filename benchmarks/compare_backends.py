@@ -1,4 +1,4 @@
-"""Side-by-side check of the issue-4 speed targets: backend time / NumPy time.
+"""Side-by-side check of the backends' speed targets: backend time / NumPy time.
 
     python benchmarks/compare_backends.py               # all targets, 5 interleaved repeats
     python benchmarks/compare_backends.py --repeats 9 --skip-full

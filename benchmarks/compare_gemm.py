@@ -3,7 +3,7 @@
     python benchmarks/compare_gemm.py                  # every provider, 5 interleaved repeats
     python benchmarks/compare_gemm.py --repeats 9 --providers numpy,onednn
 
-The shapes are the products of one full-scale iteration (SPEC section 6: N=1024,
+The shapes are the products of one full-scale iteration (N=1024,
 H=2048, 4H=8192, V=1004, about 11,000 packed rows at COCO-like caption lengths),
 float32. Each repeat runs every provider once per shape in rotating order
 (``fastrnn.bench.timer``), after one warm-up round; the table shows the median GFLOP/s
