@@ -98,7 +98,7 @@ def main(argv=None):
                         help="comma-separated compiled backends to compare with numpy "
                              "(default: every available one)")
     parser.add_argument("--skip-full", action="store_true",
-                        help="skip the full-size LSTM step case (about 2 s per call on 2 cores)")
+                        help="skip the full-size LSTM step case (by far the slowest)")
     parser.add_argument("--only", default="",
                         help="run only the cases whose name contains this text, e.g. softmax")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
