@@ -143,7 +143,7 @@ def build_parser():
                           "and optimizer in float32). Recorded in metrics.json and the "
                           "checkpoint; --resume keeps the saved one unless this is given "
                           "(default: $FASTRNN_PRECISION, else fp32)")
-    run.add_argument("--threads", type=int, metavar="N",
+    run.add_argument("--threads", type=positive_int, metavar="N",
                      help="threads for the compiled kernels and BLAS (default: all cores; with "
                           "--resume, the count stored in the checkpoint, which a bit-exact "
                           "resume needs)")
