@@ -128,7 +128,7 @@ strict_unit_interval = _typed(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def int_at_least(minimum):
-    """The argparse type of an integer >= ``minimum`` (positive_int is int_at_least(1))."""
+    """The argparse type of an integer >= ``minimum`` (``positive_int`` is the case ``minimum=1``)."""
     return _typed(int, lambda v: v >= minimum, f"an integer >= {minimum}")
 
 
