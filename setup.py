@@ -69,7 +69,7 @@ def cython_extensions():
     from setuptools import Extension
 
     # -fno-math-errno: the kernels never read errno, and keeping it stops gcc from
-    # vectorising sqrt (fused Adam: 35 -> 14.5 ms per full-scale update, one thread).
+    # vectorising sqrt, which fused Adam's update is bound by.
     optimise = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
     if sys.platform == "darwin":  # Apple clang needs libomp; keep flags simple
         compile_args, link_args = optimise + ["-Xpreprocessor", "-fopenmp"], ["-lomp"]

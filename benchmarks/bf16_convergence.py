@@ -1,4 +1,4 @@
-"""Does bf16 train as well as fp32? Two checks (issue 14), reported, not timed.
+"""Does bf16 train as well as fp32? Two checks, reported, not timed.
 
     python benchmarks/bf16_convergence.py default [-- extra fastrnn-train flags]
     python benchmarks/bf16_convergence.py fullscale [--iters 50] [--backend cython]
@@ -13,7 +13,6 @@ fullscale  trains the captioning LSTM at the full-scale shape (N=1024, T=16, D=5
 
 Exit status 0 when every check passes, 1 otherwise.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 import warnings
+
+from fastrnn.cli._common import Parser, positive_int
 
 
 def default_preset(extra):
@@ -75,9 +76,9 @@ def fullscale(iters, backend, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog=os.path.basename(__file__), description=__doc__.splitlines()[0])
     parser.add_argument("check", choices=("default", "fullscale"))
-    parser.add_argument("--iters", type=int, default=50, help="fullscale: iterations (50)")
+    parser.add_argument("--iters", type=positive_int, default=50, help="fullscale: iterations (50)")
     parser.add_argument("--backend", default="cython", help="fullscale: fastrnn backend")
     parser.add_argument("extra", nargs="*", help="default: more fastrnn-train flags (after --)")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Side-by-side check of the issue-4 speed targets: backend time / NumPy time.
+"""Side-by-side check of the backends' speed targets: backend time / NumPy time.
 
     python benchmarks/compare_backends.py               # all targets, 5 interleaved repeats
     python benchmarks/compare_backends.py --repeats 9 --skip-full
@@ -20,7 +20,6 @@ Targets (float32):
   the same pair at the tiny size N 3, D 4, H 5 ......... ratio <= 3
   import fastrnn, warm caches .......................... < 1 s
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 import fastrnn
 from fastrnn.backends import load_backend
 from fastrnn.bench.timer import time_interleaved
+from fastrnn.cli._common import Parser, positive_int
 
 
 def softmax_case(be, rng):
@@ -90,21 +90,19 @@ def import_time(repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5,
+    parser = Parser(prog=os.path.basename(__file__), description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=positive_int, default=5,
                         help="interleaved timings per backend and case (default 5)")
     parser.add_argument("--backends", default=",".join(b for b in fastrnn.available_backends()
                                                        if b != "numpy"),
                         help="comma-separated compiled backends to compare with numpy "
                              "(default: every available one)")
     parser.add_argument("--skip-full", action="store_true",
-                        help="skip the full-size LSTM step case (about 2 s per call on 2 cores)")
+                        help="skip the full-size LSTM step case (by far the slowest)")
     parser.add_argument("--only", default="",
                         help="run only the cases whose name contains this text, e.g. softmax")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     names = ["numpy"] + [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in names if b not in fastrnn.available_backends()]
     if unknown:

@@ -8,13 +8,14 @@ so load from elsewhere hits all alike); the table shows the median. The 'cast' c
 is the time to convert both float32 operands to the provider's operand form, which
 the engine pays once per operand (weights once per iteration).
 """
-import argparse
 import functools
+import os
 
 import numpy as np
 
 from fastrnn import gemm, precision
 from fastrnn.bench.timer import time_interleaved
+from fastrnn.cli._common import Parser, positive_int
 
 # (name, m, k, n) of the engine's products at N=1024, T=16, H=2048, V=1004 (R ~ 11,600 rows)
 SHAPES = [
@@ -25,13 +26,19 @@ SHAPES = [
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
+    parser = Parser(prog=os.path.basename(__file__), description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="timed rounds, each timing every provider once per shape "
+                             "(default: 3)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="threads of the Numba, OpenMP and BLAS pools (default: fastrnn's)")
     args = parser.parse_args(argv)
-    if args.threads:
+    if args.threads is not None:
         from fastrnn import threads
-        threads.set_num_threads(args.threads)
+        try:
+            threads.set_num_threads(args.threads)
+        except ValueError as err:      # above fastrnn.threads.MAX_THREADS
+            parser.error(str(err).replace("set_num_threads: n", "--threads"))
     providers = {f"float32 ({gemm.gemm_provider().uses})": None}
     for name in (n for n in gemm.BF16_PROVIDERS if n != "auto"):
         try:

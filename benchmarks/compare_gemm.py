@@ -3,7 +3,7 @@
     python benchmarks/compare_gemm.py                  # every provider, 5 interleaved repeats
     python benchmarks/compare_gemm.py --repeats 9 --providers numpy,onednn
 
-The shapes are the products of one full-scale iteration (SPEC section 6: N=1024,
+The shapes are the products of one full-scale iteration (N=1024,
 H=2048, 4H=8192, V=1004, about 11,000 packed rows at COCO-like caption lengths),
 float32. Each repeat runs every provider once per shape in rotating order
 (``fastrnn.bench.timer``), after one warm-up round; the table shows the median GFLOP/s
@@ -11,13 +11,13 @@ and the ratio to NumPy's median. The machine may be shared: compare the ratios, 
 absolute rates. OPENBLAS_CORETYPE from the environment (if any) is printed: it decides
 which kernels numpy's OpenBLAS runs.
 """
-import argparse
 import functools
 import os
 
 import numpy as np
 
 from fastrnn.bench.timer import time_interleaved
+from fastrnn.cli._common import Parser, positive_int
 from fastrnn.gemm import GEMM_PROVIDERS, gemm_provider
 
 R, N, H, G, V = 11_000, 1024, 2048, 8192, 1004
@@ -50,8 +50,8 @@ def measure(providers, repeats, progress):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5,
+    parser = Parser(prog=os.path.basename(__file__), description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=positive_int, default=5,
                         help="interleaved repeats per shape (default: 5)")
     parser.add_argument("--providers", default=",".join(p for p in GEMM_PROVIDERS if p != "auto"),
                         help="comma-separated providers among " + ", ".join(GEMM_PROVIDERS))

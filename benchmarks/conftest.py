@@ -9,11 +9,11 @@ full; ``--bench-impls`` (or ``$FASTRNN_BENCH_IMPLS``) picks implementations from
 numpy, numba, cython, torch (default: every one this install can run).
 """
 import importlib.util
-import os
 
 import pytest
 
 import fastrnn
+from fastrnn import config as fastrnn_config
 
 SIZES = ("tiny", "medium", "full")
 IMPLS = ("numpy", "numba", "cython", "torch")
@@ -21,10 +21,11 @@ IMPLS = ("numpy", "numba", "cython", "torch")
 
 def pytest_addoption(parser):
     group = parser.getgroup("fastrnn benchmarks")
-    group.addoption("--bench-sizes", default=os.environ.get("FASTRNN_BENCH_SIZES", ",".join(SIZES)),
+    group.addoption("--bench-sizes",
+                    default=fastrnn_config.get(fastrnn_config.BENCH_SIZES) or ",".join(SIZES),
                     help="comma-separated sizes to run, from tiny, medium, full "
                          "(default: $FASTRNN_BENCH_SIZES or all three)")
-    group.addoption("--bench-impls", default=os.environ.get("FASTRNN_BENCH_IMPLS", ""),
+    group.addoption("--bench-impls", default=fastrnn_config.get(fastrnn_config.BENCH_IMPLS) or "",
                     help="comma-separated implementations to compare, from numpy, numba, cython, "
                          "torch (default: $FASTRNN_BENCH_IMPLS or every available one)")
 

@@ -5,7 +5,7 @@
     pytest benchmarks/test_bench_adam.py --benchmark-only --bench-sizes full
 
 Groups are ``adam[size]``. Sizes are the parameter sets of a CaptioningRNN: tiny
-(D 10, W 4, H 5, V 10), medium (H 512) and full (the SPEC section 6 shape: H 2048,
+(D 10, W 4, H 5, V 10), medium (H 512) and full (the full-scale shape: H 2048,
 22 M weights). All float32. At the tiny size each contender's single step from one
 fixed state is also checked against ``optim.adam``, so the CI smoke run
 (``--benchmark-disable --bench-sizes tiny``) proves every benchmarked update is Adam.

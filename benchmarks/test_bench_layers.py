@@ -9,7 +9,7 @@ CI smoke run (``--benchmark-disable --bench-sizes tiny``) proves each benchmarke
 call, PyTorch's included, computes the same thing.
 
 Sizes: tiny = the known-value test sizes (RNN N,D,H = 3,10,4; LSTM N,D,H = 3,4,5);
-medium = N 128, D 256, H 512; full = the SPEC section 6 shape (N 1024, T 16,
+medium = N 128, D 256, H 512; full = the full-scale shape (N 1024, T 16,
 W 256, H 2048, V 1004). All float32, the training dtype.
 """
 import functools
@@ -80,7 +80,7 @@ def fastrnn_runner(be, function, a):
         return lambda: run()[:-1]                       # drop the backend-private cache
     if function == "temporal_softmax_loss":
         return lambda: be.temporal_softmax_loss(a.scores, a.targets, a.mask)
-    if function == "lstm_step_pair":                     # the issue-4 target: forward + backward
+    if function == "lstm_step_pair":                     # the speed target: forward + backward
         def pair():
             next_h, next_c, cache = be.lstm_step_forward(l.x, l.h, l.c, l.Wx, l.Wh, l.b)
             return (next_h, next_c) + tuple(be.lstm_step_backward(l.dh, l.dc, cache))

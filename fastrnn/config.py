@@ -1,5 +1,11 @@
 """Every ``FASTRNN_*`` environment variable fastrnn reads, declared in one place.
 
+That includes two kinds read outside the package: ``FASTRNN_NO_EXTENSIONS``, read
+by setup.py, which runs before the package can be imported and so reads
+``os.environ`` itself (tests/test_config.py checks that it reads this name), and
+the layer benchmarks' ``FASTRNN_BENCH_*``, which benchmarks/conftest.py reads
+through ``get``.
+
 ``VARIABLES`` maps each name to a ``Variable``: what it sets, its default and how
 its value is parsed. ``get(name)`` reads one from ``os.environ`` when called (so a
 change of the environment counts from the next read), parses it, and returns the
@@ -30,6 +36,9 @@ DATA = "FASTRNN_DATA"
 CACHE = "FASTRNN_CACHE"
 COLA = "FASTRNN_COLA"
 DIST_TIMEOUT = "FASTRNN_DIST_TIMEOUT"
+NO_EXTENSIONS = "FASTRNN_NO_EXTENSIONS"
+BENCH_SIZES = "FASTRNN_BENCH_SIZES"
+BENCH_IMPLS = "FASTRNN_BENCH_IMPLS"
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,14 @@ def _folder(raw):
     return raw      # checked by the reader, which knows what the folder must hold
 
 
+def _switch(raw):
+    return raw.strip() != "0"     # setup.py's rule: set and not 0 means on
+
+
+def _name_list(raw):
+    return raw.strip()   # comma-separated; checked by the reader, which owns the choices
+
+
 # ------------------------------------------------------------ the registry
 
 VARIABLES = {v.name: v for v in (
@@ -133,6 +150,16 @@ VARIABLES = {v.name: v for v in (
              _folder, default_help="none: pass `--data DIR`"),
     Variable(DIST_TIMEOUT, "seconds data-parallel ranks wait for each other before failing",
              _seconds, default=300.0),
+    Variable(NO_EXTENSIONS, "set (and not `0`) when installing: build without the compiled "
+             "Cython/OpenMP kernels, so no `cython` backend (read by `setup.py`)", _switch,
+             default=False, default_help="unset: the kernels are built, and a failed build "
+                                         "stops the install"),
+    Variable(BENCH_SIZES, "sizes the layer benchmarks (`pytest benchmarks/`) run, from `tiny`, "
+             "`medium`, `full`, comma-separated; `--bench-sizes` wins", _name_list,
+             default_help="all three"),
+    Variable(BENCH_IMPLS, "implementations the layer benchmarks compare, from `numpy`, `numba`, "
+             "`cython`, `torch`, comma-separated; `--bench-impls` wins", _name_list,
+             default_help="every one this install can run"),
 )}
 
 

@@ -2,20 +2,19 @@
 
 The products are most of the work of a training iteration (about 90% of the
 FLOPs at the full-scale shape), and the libraries that can do them differ a lot
-on a given CPU. Measured on this project's 2-core AMD EPYC (AVX-512) machine,
-float32, m x k x n = 1024 x 2048 x 8192 (``python benchmarks/compare_gemm.py``):
+on a given CPU (``python benchmarks/compare_gemm.py`` times them side by side on
+the products of a full-scale iteration):
 
-==========  ============================================  ================
-provider    what it calls                                 GFLOP/s
-==========  ============================================  ================
-``numpy``   ``np.matmul``: OpenBLAS in the numpy wheels,  ~240 with the
-            which honours ``OPENBLAS_CORETYPE`` (this     machine's Haswell
-            machine sets ``Haswell``: AVX2 kernels)       pin; ~440 without
-``torch``   ``torch.mm`` on zero-copy views: Intel MKL    ~155-190
-            in the CPU wheel, slow paths on AMD
-``onednn``  oneDNN's JIT matmul inside PyTorch            ~400-440
+==========  ==================================================================
+provider    what it calls
+==========  ==================================================================
+``numpy``   ``np.matmul``: OpenBLAS in the numpy wheels, which honours
+            ``OPENBLAS_CORETYPE`` (``Haswell``, say, pins its AVX2 kernels)
+``torch``   ``torch.mm`` on zero-copy views: Intel MKL in the CPU wheel, which
+            takes slow paths on AMD CPUs
+``onednn``  oneDNN's JIT matmul inside PyTorch
             (``torch.ops.mkldnn._linear_pointwise``)
-==========  ============================================  ================
+==========  ==================================================================
 
 ``onednn`` computes float32 products only and hands other dtypes to NumPy.
 ``auto`` (the default of the fast paths) uses ``onednn`` for products of at
@@ -25,9 +24,8 @@ for everything else:
 - PyTorch is importable and its oneDNN op passes a self-check;
 - NumPy's BLAS is OpenBLAS running kernels narrower than the CPU's: AVX2 (or
   older) kernels on a CPU with AVX-512, as when ``OPENBLAS_CORETYPE=Haswell``
-  pins them. With its AVX-512 kernels OpenBLAS beat oneDNN here (436-474
-  against 255-374 GFLOP/s, ``env -u OPENBLAS_CORETYPE python
-  benchmarks/compare_gemm.py``), so then ``auto`` keeps NumPy.
+  pins them. OpenBLAS with its own AVX-512 kernels is at least as fast as
+  oneDNN on these products, so then ``auto`` keeps NumPy.
 
 The rule is read off the machine, not timed, so a given machine and
 environment always make the same choice (and the same float rounding).
@@ -61,7 +59,7 @@ ENV = config.GEMM
 
 GEMM_PROVIDERS = ("auto", "numpy", "torch", "onednn")
 # m*k*n below this (256 x 256 x 512): NumPy. A call into PyTorch costs tens of µs,
-# and oneDNN builds a primitive for every new shape (~0.8 ms here), which only
+# and oneDNN builds a primitive for every new shape, a fixed cost that only
 # products well above this size amortise.
 AUTO_MIN_FLOP = 1 << 25
 

@@ -1,4 +1,4 @@
-"""The CS231n assignment-3 / CS7643 notebook cells, run against fastrnn (issue 12).
+"""The CS231n assignment-3 / CS7643 notebook cells, run against fastrnn.
 
 Each test is a notebook cell with only its imports pointed at fastrnn, and the
 value the notebook prints as expected. Values are the notebooks' own, not
@@ -387,7 +387,7 @@ def csv_vocabulary(size):
 
 
 class ReferenceTransformer(nn.Module):
-    """The assignment's reference model, as issue 12 describes it: torch seeded
+    """The assignment's reference model, as the assignment describes it: torch seeded
     with 0, then per-head nn.Linear k, v, q layers in this order."""
 
     def __init__(self, word_to_ix, hidden_dim=128, num_heads=2, dim_feedforward=2048,

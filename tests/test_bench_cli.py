@@ -17,7 +17,8 @@ needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed
 
 
 def test_dense_count_at_full_scale():
-    # About 2.06 TFLOP per iteration if every one of the 16 timesteps is computed densely.
+    # About 2.06 TFLOP per iteration when every one of the 16 timesteps is computed
+    # densely: the figure the projected full-COCO times are based on.
     assert training.dense_flops(**training.PRESETS["full"]) == pytest.approx(2.06e12, rel=0.005)
 
 

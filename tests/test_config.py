@@ -7,7 +7,8 @@ import pytest
 import fastrnn
 from fastrnn import config
 
-DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS_PAGE = ROOT / "docs" / "configuration.md"
 
 # name -> (a valid value, what it parses to, an invalid value or None, the expectation named)
 CASES = {
@@ -21,6 +22,9 @@ CASES = {
     config.CACHE: ("/tmp/fastrnn cache", "/tmp/fastrnn cache", None, None),
     config.COLA: ("~/CoLA", "~/CoLA", None, None),
     config.DIST_TIMEOUT: ("30", 30.0, "soon", "a number of seconds > 0"),
+    config.NO_EXTENSIONS: ("1", True, None, None),
+    config.BENCH_SIZES: (" tiny,medium ", "tiny,medium", None, None),
+    config.BENCH_IMPLS: ("numpy,cython", "numpy,cython", None, None),
 }
 
 
@@ -107,6 +111,34 @@ def test_no_module_reads_a_fastrnn_variable_past_the_registry():
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if raw_read.search(line)]
     assert offenders == []
+
+
+def test_the_benchmarks_read_their_variables_through_the_registry():
+    raw_read = re.compile(r"environ(\.get)?[\[(]\s*[\"']FASTRNN_|getenv\(\s*[\"']FASTRNN_")
+    offenders = [f"{path.name}:{n}" for path in (ROOT / "benchmarks").glob("*.py")
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if raw_read.search(line)]
+    assert offenders == []
+    conftest = (ROOT / "benchmarks" / "conftest.py").read_text(encoding="utf-8")
+    for name in ("BENCH_SIZES", "BENCH_IMPLS"):
+        assert f"fastrnn_config.get(fastrnn_config.{name})" in conftest
+
+
+def test_setup_py_reads_the_registered_no_extensions_variable():
+    # setup.py runs before fastrnn can be imported, so it cannot use the registry: it
+    # reads os.environ under a name of its own, which must be the registered one.
+    setup_py = (ROOT / "setup.py").read_text(encoding="utf-8")
+    names = re.findall(r'^NO_EXTENSIONS_ENV = "([A-Z0-9_]+)"$', setup_py, flags=re.MULTILINE)
+    assert names == [config.NO_EXTENSIONS]
+    assert "os.environ.get(NO_EXTENSIONS_ENV, \"\").strip() not in (\"\", \"0\")" in setup_py
+    assert set(re.findall(r"FASTRNN_[A-Z0-9_]+", setup_py)) == {config.NO_EXTENSIONS}
+
+
+@pytest.mark.parametrize("raw, on", [("1", True), ("yes", True), (" 0 ", False), ("", False)])
+def test_no_extensions_means_what_setup_py_makes_of_it(monkeypatch, raw, on):
+    monkeypatch.setenv(config.NO_EXTENSIONS, raw)
+    assert config.get(config.NO_EXTENSIONS) is on
+    assert (raw.strip() not in ("", "0")) is on     # setup.py's rule
 
 
 # ------------------------------------------------------------ docs/configuration.md

@@ -116,7 +116,7 @@ def test_default_provider_follows_setter_and_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("cores, avx512, narrow", [
-    (["haswell"], True, True),        # the machine's pin on an AVX-512 CPU: oneDNN
+    (["haswell"], True, True),        # a Haswell pin on an AVX-512 CPU: oneDNN
     (["skylakex"], True, False),      # OpenBLAS's own AVX-512 kernels: NumPy
     (["haswell"], False, False),      # a CPU without AVX-512: NumPy
     ([], True, False),                # NumPy's BLAS is not OpenBLAS (MKL, Accelerate): NumPy

@@ -288,7 +288,7 @@ def _check_ids(ids, R, high):
 #
 # Each row is done in a few short loops rather than one: a loop that writes two
 # arrays and reads five needs more runtime alias checks than LLVM will emit, and
-# then it stays scalar (measured 3-4x slower). A row (4H values) stays in cache
+# then it stays scalar (unvectorised). A row (4H values) stays in cache
 # between the loops, so the pass over memory is still one.
 
 @njit(**_SERIAL)

@@ -22,8 +22,8 @@ import importlib
 import os
 
 # Idle OpenMP threads spin by default, stealing the cores from OpenBLAS's threads
-# in the step-by-step alternation of kernel and product (measured on 2 cores: an
-# LSTM forward at N=128, H=512 ran 2x slower). Passive waiting fixes it; it must be
+# in the step-by-step alternation of kernel and product, which slows a recurrent
+# pass down badly when threads are few. Passive waiting fixes it; it must be
 # set before libgomp loads, and a value the user chose is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -25,8 +25,9 @@ import sys
 import tempfile
 
 __all__ = ["CliError", "Parser", "run_main", "error_line", "positive_int", "non_negative_int",
-           "positive_float", "non_negative_float", "unit_interval", "open_unit_interval",
-           "check_threads", "check_writable_dir", "check_writable_file", "describe_os_error"]
+           "int_at_least", "positive_float", "non_negative_float", "unit_interval",
+           "open_unit_interval", "strict_unit_interval", "check_threads", "check_writable_dir",
+           "check_writable_file", "describe_os_error"]
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 
@@ -122,6 +123,12 @@ positive_float = _typed(float, lambda v: v > 0, "a finite number > 0")
 non_negative_float = _typed(float, lambda v: v >= 0, "a finite number >= 0")
 unit_interval = _typed(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 open_unit_interval = _typed(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+strict_unit_interval = _typed(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def int_at_least(minimum):
+    """The argparse type of an integer >= ``minimum`` (``positive_int`` is the case ``minimum=1``)."""
+    return _typed(int, lambda v: v >= minimum, f"an integer >= {minimum}")
 
 
 def check_threads(n, flag="--threads"):

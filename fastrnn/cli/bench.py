@@ -40,7 +40,7 @@ def build_parser():
                     "the machine's measured sgemm rate, peak memory and the projected time of the "
                     "1,170-iteration full-COCO run.")
     parser.add_argument("--preset", choices=sorted(BENCHMARK_SHAPES), default="full",
-                        help="full: N=1024, T=16, D=512, W=256, H=2048, V=1004 (the 12-hour reference run; "
+                        help="full: N=1024, T=16, D=512, W=256, H=2048, V=1004 (the full-COCO reference configuration; "
                              "several minutes); small: N=512, H=768 (about a minute); tiny: "
                              "N=16, H=32 (seconds, for smoke tests). Default: full")
     parser.add_argument("--iters", type=_positive, default=None,

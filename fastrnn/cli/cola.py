@@ -15,6 +15,7 @@ from fastrnn.cli._common import (
     Parser,
     check_threads,
     check_writable_file,
+    int_at_least,
     non_negative_float,
     non_negative_int,
     open_unit_interval,
@@ -22,6 +23,7 @@ from fastrnn.cli._common import (
     positive_int,
     printing_log,
     run_main,
+    strict_unit_interval,
     unit_interval,
 )
 from fastrnn.cola.config import POOLINGS, SCHEDULES, ConfigError, TrainConfig
@@ -62,7 +64,7 @@ def build_parser():
                       help="add the mean embedding of each token's character n-grams of these "
                            "lengths (e.g. 3-5; fastText style, so unseen words keep their "
                            "spelling), or 'off'")
-    data.add_argument("--subword-min-count", type=int, default=2,
+    data.add_argument("--subword-min-count", type=positive_int, default=2,
                       help="character n-grams seen in fewer training word tokens are dropped")
     data.add_argument("--lm-features", action=argparse.BooleanOptionalAction, default=False,
                       help="add language-model surprisal features of each sentence (Kneser-Ney "
@@ -70,8 +72,8 @@ def build_parser():
                            "training sentences: mean/min log-prob, SLOR, their ratio, length, "
                            "unseen-word share; cross-fitted on train) through a linear term "
                            "added to the classifier's logit")
-    data.add_argument("--lm-order", type=int, default=3, help="n-gram order of those LMs")
-    data.add_argument("--lm-folds", type=int, default=5,
+    data.add_argument("--lm-order", type=positive_int, default=3, help="n-gram order of those LMs")
+    data.add_argument("--lm-folds", type=int_at_least(2), default=5,
                       help="cross-fitting folds for the training sentences' LM features")
 
     model = p.add_argument_group("model")
@@ -91,7 +93,7 @@ def build_parser():
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=positive_int, default=20, help="maximum training epochs")
     train.add_argument("--batch-size", type=positive_int, default=64)
-    train.add_argument("--bucket", type=int, default=0, metavar="B",
+    train.add_argument("--bucket", type=non_negative_int, default=0, metavar="B",
                        help="length bucketing: sort each pool of B batches of a shuffled epoch "
                             "by sentence length, so batches hold similar lengths and carry less "
                             "padding (faster with --mask); 0: plain shuffled batches")
@@ -117,15 +119,15 @@ def build_parser():
     train.add_argument("--ema", type=open_unit_interval, default=0.0,
                        help="if > 0, validate, select and test an exponential moving average of "
                             "the weights with this decay per step (e.g. 0.999); 0: the raw weights")
-    train.add_argument("--swa-start", type=int, default=0, metavar="E",
+    train.add_argument("--swa-start", type=non_negative_int, default=0, metavar="E",
                        help="if > 0, from epoch E on validate, select and test the mean of the "
                             "weights at the end of epochs E, E+1, ... (stochastic weight "
                             "averaging); 0: off")
-    train.add_argument("--pretrain-epochs", type=int, default=0,
+    train.add_argument("--pretrain-epochs", type=non_negative_int, default=0,
                        help="self-supervised epochs before the classifier is trained: predict "
                             "randomly hidden words of the training sentences (masked-token "
                             "prediction; labels unused, no other data)")
-    train.add_argument("--mask-prob", type=float, default=0.15,
+    train.add_argument("--mask-prob", type=strict_unit_interval, default=0.15,
                        help="share of words hidden (replaced by <unk>) in each pre-training "
                             "sentence")
     train.add_argument("--patience", type=non_negative_int, default=5,
@@ -140,7 +142,7 @@ def build_parser():
                             "the one that maximises validation MCC")
     train.add_argument("--seed", type=non_negative_int, default=0,
                        help="seed of initial weights, batch order and dropout")
-    train.add_argument("--ensemble", type=int, default=1, metavar="K",
+    train.add_argument("--ensemble", type=positive_int, default=1, metavar="K",
                        help="train K models (seeds SEED + 1000 k), each selected on validation as "
                             "usual, and predict with the mean of their probabilities (threshold "
                             "chosen on validation for the ensemble); the checkpoint holds all K; "
@@ -149,7 +151,7 @@ def build_parser():
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="PATH", default=None,
                      help="write the best-on-validation checkpoint here (atomically)")
-    run.add_argument("--threads", type=int, default=2,
+    run.add_argument("--threads", type=positive_int, default=2,
                      help="torch intra-op threads; on a machine busy with other jobs 1 can be "
                           "much faster than 2")
     run.add_argument("--bench-batches", type=non_negative_int, default=20,

@@ -134,7 +134,7 @@ def build_parser():
                         help="seed of the scored captions and shown images (default: 0)")
     parser.add_argument("--backend", default=None, choices=fastrnn.available_backends(),
                         help="compute backend (default: $FASTRNN_BACKEND, else the fastest)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="threads for the compiled kernels and BLAS (default: all cores)")
     parser.add_argument("--json", metavar="FILE", default=None,
                         help="also write the scores and sample captions to FILE as JSON")

@@ -1,7 +1,7 @@
 """fastrnn-train: train the image-captioning LSTM, then report BLEU and sample captions.
 
-    fastrnn-train                        # built-in synthetic COCO set, a few minutes on 2 cores
-    fastrnn-train --data ~/coco_captioning --preset baseline    # the 12-hour reference run
+    fastrnn-train                        # built-in synthetic COCO set, a few minutes
+    fastrnn-train --data ~/coco_captioning --preset baseline    # the full-COCO reference configuration
     fastrnn-train --resume runs/20260101-120000/checkpoint.npz  # continue after Ctrl-C
     torchrun --nproc-per-node 2 -m fastrnn.cli.train --distributed   # data-parallel
 
@@ -96,7 +96,7 @@ def build_parser():
     model = p.add_argument_group("model and training (defaults from --preset)")
     model.add_argument("--preset", choices=sorted(TRAINING_PRESETS), default="default",
                        help="default: a few minutes on the built-in synthetic set; baseline: "
-                            "the 12-hour full-COCO reference run (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
+                            "the full-COCO reference configuration (LSTM 2048, adam 1e-4, batch 1024, 3 epochs)")
     model.add_argument("--cell-type", choices=CELL_TYPES,
                        help=_preset_help("cell_type", "recurrent cell"))
     model.add_argument("--hidden-dim", type=positive_int, metavar="H",
@@ -144,7 +144,7 @@ def build_parser():
                           "and optimizer in float32). Recorded in metrics.json and the "
                           "checkpoint; --resume keeps the saved one unless this is given "
                           "(default: $FASTRNN_PRECISION, else fp32)")
-    run.add_argument("--threads", type=int, metavar="N",
+    run.add_argument("--threads", type=positive_int, metavar="N",
                      help="threads for the compiled kernels and BLAS (default: all cores; with "
                           "--resume, the count stored in the checkpoint, which a bit-exact "
                           "resume needs)")

@@ -15,7 +15,7 @@ SMALL = ["--hidden-dim", "16", "--heads", "2", "--head-dim", "8", "--dim-feedfor
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    # Two threads on a busy 2-core machine can be many times slower than one.
+    # Two threads on a busy machine with few cores can be many times slower than one.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,4 +1,4 @@
-"""ClassificationTransformer (SPEC §5): stage shapes, fused heads vs a per-head
+"""ClassificationTransformer: stage shapes, fused heads vs a per-head
 reference, padding mask, determinism, input checks; and the MCC metric."""
 import math
 
@@ -31,7 +31,7 @@ def padded_batch(lengths=(10, 7, 3, 1), T=T_MAX, seed=1):
 
 
 def per_head_reference(model, x, pad_mask=None):
-    """multi_head_attention written out one head at a time, straight from the SPEC."""
+    """multi_head_attention written out one head at a time, straight from the definition."""
     outputs = []
     for i in range(model.num_heads):
         q_rows = slice(i * model.dim_q, (i + 1) * model.dim_q)
