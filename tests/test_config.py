@@ -16,8 +16,8 @@ CASES = {
     config.NUM_THREADS: (" 3 ", 3, "1.5", "an integer number of threads >= 1 and <= 1024"),
     config.PRECISION: ("bf16", "bf16", "fp16", "one of ('fp32', 'bf16')"),
     config.GEMM: ("numpy", "numpy", "fast", "one of ('auto', 'numpy', 'torch', 'onednn')"),
-    config.BF16_GEMM: ("emulated", "emulated", "amx", "one of ('auto', 'emulated', 'mkl', "
-                                                     "'torch')"),
+    config.BF16_GEMM: ("emulated", "emulated", "amx", "one of ('auto', 'emulated', 'onednn', "
+                                                     "'mkl', 'torch')"),
     config.DATA: ("/data/coco", "/data/coco", None, None),
     config.CACHE: ("/tmp/fastrnn cache", "/tmp/fastrnn cache", None, None),
     config.COLA: ("~/CoLA", "~/CoLA", None, None),
