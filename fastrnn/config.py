@@ -2,7 +2,7 @@
 
 That includes two kinds read outside the package: ``FASTRNN_NO_EXTENSIONS``, read
 by setup.py, which runs before the package can be imported and so reads
-``os.environ`` itself (tests/test_config.py checks that it reads this name), and
+``os.environ`` itself (tests/core/test_config.py checks that it reads this name), and
 the layer benchmarks' ``FASTRNN_BENCH_*``, which benchmarks/conftest.py reads
 through ``get``.
 
@@ -19,7 +19,7 @@ The lists of valid names stay with the modules that own them (``fastrnn.gemm``,
 value is checked, so importing this module costs nothing. ``fastrnn.threads``
 reads its variable once, on first use; every other reader calls ``get`` each time.
 
-docs/configuration.md holds ``markdown_table()`` (tests/test_config.py checks it).
+docs/configuration.md holds ``markdown_table()`` (tests/core/test_config.py checks it).
 """
 import math
 import os

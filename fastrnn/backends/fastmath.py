@@ -23,7 +23,7 @@ tanh(x), float32:
     relative precision near 0; otherwise sign(x) * (1 - 2 / (exp(2|x|) + 1)). Both
     branches are computed and one selected, so loops over it vectorise.
 
-Bounds (asserted by tests/test_fastmath.py against float64 NumPy over a dense
+Bounds (asserted by tests/core/test_fastmath.py against float64 NumPy over a dense
 grid, extremes, denormals, +-inf and NaN, for both compiled backends):
 ``EXP_MAX_ULP`` for normal results (absolute error below the smallest normal
 float32 where the true result is denormal), ``TANH_MAX_ULP`` everywhere.

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "cli.md")
+DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "docs",
+                   "cli.md")
 WIDTH = "96"
 SCRIPTS = {"fastrnn-train": "fastrnn.cli.train", "fastrnn-eval": "fastrnn.cli.evaluate",
            "fastrnn-data": "fastrnn.cli.data", "fastrnn-bench": "fastrnn.cli.bench",

@@ -1,4 +1,4 @@
-"""Run by torchrun from tests/test_distributed.py: trains a tiny captioner data-parallel.
+"""Run by torchrun from tests/captioning/test_distributed.py: trains a tiny captioner data-parallel.
 
 usage: distributed_worker.py DATA_DIR OUT_DIR NUM_EPOCHS [--resume CKPT] [--die-at K]
 Rank 0 writes OUT_DIR/result.npz (loss history and final params).

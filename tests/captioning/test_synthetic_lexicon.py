@@ -10,7 +10,7 @@ import pytest
 from fastrnn.captioning.data import synthetic
 from fastrnn.captioning.data.synthetic import LexiconError, load_lexicon
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def lexicon_folder():

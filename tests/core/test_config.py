@@ -7,7 +7,7 @@ import pytest
 import fastrnn
 from fastrnn import config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS_PAGE = ROOT / "docs" / "configuration.md"
 
 # name -> (a valid value, what it parses to, an invalid value or None, the expectation named)

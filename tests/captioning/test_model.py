@@ -161,7 +161,7 @@ def test_greedy_sample_layout_and_scores(cell_type):
 
 def test_greedy_matches_a_step_by_step_argmax():
     """Column 0 is the argmax word after <START>, and so on (over the beam's words;
-    tests/test_assignment_compat.py checks sample against CS231n's loop)."""
+    tests/captioning/test_assignment_compat.py checks sample against CS231n's loop)."""
     model = small_model("lstm", scale=1.0)
     features = np.random.default_rng(5).standard_normal((3, 4))
     captions, _ = model._sample_greedy(features, 6, every_word=False)
