@@ -50,8 +50,9 @@ def setup_compute(backend=None, threads=None):
     return fastrnn.get_backend(), fastrnn.get_num_threads()
 
 
-def resolve_data_dir(data_arg, prog):
-    """--data, else $FASTRNN_DATA, else the built-in synthetic set (generated on first use)."""
+def resolve_data_dir(data_arg, prog, progress=True):
+    """--data, else $FASTRNN_DATA, else the built-in synthetic set (generated on first use,
+    with a progress bar unless ``progress`` is False)."""
     if data_arg is None:
         data_arg = config.get(config.DATA)
         if data_arg is not None:
@@ -60,7 +61,7 @@ def resolve_data_dir(data_arg, prog):
         from fastrnn.captioning.data import default_data_dir
         print(f"{prog}: no --data given; using the built-in synthetic COCO set "
               f"(generated and cached on first use)")
-        return default_data_dir()
+        return default_data_dir(progress=progress)
     if not os.path.isdir(data_arg):
         raise CliError(f"data folder {data_arg} does not exist. Pass --data with the CS231n "
                        f"coco_captioning folder, or write a synthetic one with "
@@ -153,7 +154,7 @@ def run(args):
     backend, threads = setup_compute(args.backend, args.threads)
     print(f"fastrnn-eval: {model.cell_type.upper()} hidden {model.hidden_dim}, word vectors "
           f"{model.wordvec_dim}, {model.dtype.name}; backend {backend}, threads {threads}")
-    data_dir = resolve_data_dir(args.data, "fastrnn-eval")
+    data_dir = resolve_data_dir(args.data, "fastrnn-eval", not args.no_progress)
     data = load_data(data_dir, max_train=None,
                      pca_features=as_usage_error(pca_for, model, data_dir))
     as_usage_error(check_compatible, model, data, data_dir)

@@ -212,7 +212,7 @@ def run(args):
     data_arg = args.data if args.data is not None else saved_run.get("data")
     raw_features = args.raw_features or saved_run.get("raw_features", False)
     max_train = args.max_train if args.max_train is not None else saved_run.get("max_train")
-    data_dir = resolve_data_dir(data_arg, PROG)
+    data_dir = resolve_data_dir(data_arg, PROG, not args.no_progress)
     data = load_data(data_dir, max_train=max_train, pca_features=not raw_features, seed=args.seed)
     eval_fn = _epoch_eval(args) if args.eval_samples else None
     progress = not args.no_progress

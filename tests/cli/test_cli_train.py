@@ -155,3 +155,13 @@ def test_gemm_flag_chooses_the_provider(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--gemm", "blis"])
     assert "invalid choice: 'blis'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_no_progress_reaches_the_generation_of_the_built_in_set(monkeypatch, progress):
+    seen = []
+    monkeypatch.delenv("FASTRNN_DATA", raising=False)
+    monkeypatch.setattr(synthetic, "ensure_dataset",
+                        lambda size, progress=True: seen.append(progress) or "/made")
+    assert evaluate.resolve_data_dir(None, "fastrnn-train", progress) == "/made"
+    assert seen == [progress]
