@@ -93,16 +93,19 @@ def _differences(got, want):
     return bad + [k for k in want_grads if not np.array_equal(grads[k], want_grads[k])]
 
 
+@pytest.mark.filterwarnings("ignore:fastrnn precision 'bf16'")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_loss_from_threads_equals_single_thread(backend):
+def test_loss_from_threads_equals_single_thread(backend, precision):
+    """Under bf16 too: the bf16 provider (oneDNN on bf16 hardware) from several threads."""
     jobs = _jobs()
-    with fastrnn.use_backend(backend):
+    with fastrnn.use_backend(backend), fastrnn.use_precision(precision):
         want = [model.loss(f, c) for model, f, c in jobs]
     calls = 4
     wrong = []
 
     def work(k):
-        with fastrnn.use_backend(backend):
+        with fastrnn.use_backend(backend), fastrnn.use_precision(precision):
             for i in range(calls * len(jobs)):
                 j = (i + k) % len(jobs)      # every thread cycles through every job
                 got = jobs[j][0].loss(jobs[j][1], jobs[j][2])
