@@ -326,8 +326,10 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
     with clock("backward: recurrence"):
         dh0, S = _backward(plan, w, ws, cell, gemm, cast, kernels)
     del w["Wh"], w["W_vocab"], w["W_proj"]   # not held through the weight gradients
+    if bf16:    # cast again after the token sums rather than held through them
+        del w["Wx"], w["W_embed"]
     with clock("weight gradients"):
-        grads.update(_weight_grads(plan, w, ws, dh0, S, gemm, kernels, clock, cast))
+        grads.update(_weight_grads(plan, p, w, ws, dh0, S, gemm, kernels, clock, cast))
     if workspace is None:
         _give_back(ws)   # grads and loss are fresh objects: nothing returned aliases ws
     return dtype.type(loss), grads
@@ -425,7 +427,9 @@ def _forward(plan, w, ws, h0, cell, gemm, cast):
         # The state entering step t: h0, or the first n rows of step t-1's output.
         prev = h0[:n] if t == 0 else ws.hb[off[t - 1]:off[t - 1] + n]
         ws.prev_h[lo:hi] = prev
-        np.take(ws.table, plan.tokens[lo:hi], axis=0, out=ws.gates[lo:hi])
+        # mode="clip": take's default mode copies through a temporary of the output's
+        # size; the ids were checked (and scatter_add_rows checks its copy again)
+        np.take(ws.table, plan.tokens[lo:hi], axis=0, out=ws.gates[lo:hi], mode="clip")
         recurrent = gemm.product(ws.prev_h[lo:hi], Wh, ws.row_g[:n])
         # bf16: h's operand, in place (hb is h) when nothing reads the float32 h later
         cell.forward(ws, lo, hi, None if t == 0 else off[t - 1], n, recurrent,
@@ -442,7 +446,7 @@ def _vocabulary(plan, p, w, ws, kernels, gemm, N, cast):
     if plan.selected is None:
         h_sel = ws.hb[:R]
     else:
-        h_sel = np.take(ws.hb[:R], plan.selected, axis=0, out=ws.picked[:M])
+        h_sel = np.take(ws.hb[:R], plan.selected, axis=0, out=ws.picked[:M], mode="clip")
     scores = ws.scores[:M]
     gemm.mm(h_sel, W_vocab, out=scores)
     scores += p["b_vocab"]
@@ -467,7 +471,7 @@ def _backward(plan, w, ws, cell, gemm, cast, kernels):
     operands = cast is not _no_cast
     dnext_c, dprev_c = ws.dc
     dh0 = np.zeros((active[0] if plan.rows else 0, Wh_T.shape[1]), dtype=ws.dc[0].dtype)
-    S = _token_sums_buffer(w, ws) if ws.split else None
+    S = _token_sums_buffer(ws) if ws.split else None
     n_later = 0  # rows of step t+1: they carry a gradient back into step t
     for t in reversed(range(plan.steps)):
         lo, n = off[t], active[t]
@@ -493,31 +497,38 @@ def _backward(plan, w, ws, cell, gemm, cast, kernels):
     return dh0, S
 
 
-def _token_sums_buffer(w, ws):
-    return np.zeros((w["W_embed"].shape[0], ws.gates.shape[1]), dtype=ws.gates.dtype)
+def _token_sums_buffer(ws):
+    """Zeroed (V, G) float sums of the gate gradients per input token."""
+    return np.zeros(ws.table.shape, dtype=ws.table.dtype)
 
 
-def _weight_grads(plan, w, ws, dh0, S, gemm, kernels, clock, cast):
-    """The products left after the backward loop, one per weight. ``w`` holds the
-    product operands of the weights and of the features ("features"); each is
-    dropped once used, so that bf16 casts are not held through the largest product.
-    ``S``: the token sums of the gate gradients, or None to take them here."""
+def _weight_grads(plan, p, w, ws, dh0, S, gemm, kernels, clock, cast):
+    """The products left after the backward loop, one per weight. ``w`` holds product
+    operands ("features", and under fp32 the weights themselves); each is dropped once
+    used and a missing weight operand is cast from ``p`` when needed, so that no bf16
+    cast is held through the token sums or the largest product. ``S``: the token sums
+    of the gate gradients, or None to take them here."""
     R = plan.rows
+    same = cast is _no_cast or np.dtype(gemm.operand_dtype) == dh0.dtype
+    grads = {"b_proj": dh0.sum(axis=0)}
+    grads["W_proj"] = gemm.mm(w.pop("features").T, cast(dh0, out=dh0 if same else None))
+    del dh0
     if S is None:
         with clock("weight gradients: token sums"):
-            S = _token_sums_buffer(w, ws)
+            S = _token_sums_buffer(ws)
             kernels.scatter_add_rows(plan.tokens, ws.dgates[:R], S)
     if ws.dgates_b is ws.dgates:     # the float32 sums are done: cast in place
         dgates = cast(ws.dgates[:R], out=ws.dgates[:R])
     else:
         dgates = ws.dgates_b[:R]
-    grads = {"b": S.sum(axis=0), "b_proj": dh0.sum(axis=0)}
-    same = cast is _no_cast or np.dtype(gemm.operand_dtype) == S.dtype
+    grads["b"] = S.sum(axis=0)
     S_op = cast(S, out=S if same else None)       # in place once its sum is taken
     del S
-    grads["Wx"] = gemm.mm(w.pop("W_embed").T, S_op)
-    grads["W_embed"] = gemm.mm(S_op, w.pop("Wx").T)
-    del S_op
-    grads["W_proj"] = gemm.mm(w.pop("features").T, cast(dh0, out=dh0 if same else None))
+    W_embed = w.pop("W_embed") if "W_embed" in w else cast(p["W_embed"])
+    grads["Wx"] = gemm.mm(W_embed.T, S_op)
+    del W_embed
+    Wx = w.pop("Wx") if "Wx" in w else cast(p["Wx"])
+    grads["W_embed"] = gemm.mm(S_op, Wx.T)
+    del Wx, S_op
     grads["Wh"] = gemm.mm(ws.prev_h[:R].T, dgates)
     return grads
