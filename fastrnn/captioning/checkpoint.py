@@ -45,6 +45,7 @@ from fastrnn._io import (  # noqa: F401
     _owner,
     _pid_alive,
     _temp_prefix,
+    json_default,
     remove_stale_temp_files,
     write_atomically,
 )
@@ -266,9 +267,10 @@ _write_atomically = write_atomically   # the earlier private name
 
 
 def to_builtin(value):
-    """JSON fallback for numpy scalars and small arrays (of a checkpoint's metadata)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint's JSON metadata")
+    """JSON fallback for numpy scalars and small arrays (of a checkpoint's metadata):
+    ``fastrnn._io.json_default``, with an error that names the checkpoint."""
+    try:
+        return json_default(value)
+    except TypeError:
+        raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint's JSON "
+                        f"metadata") from None
