@@ -25,7 +25,7 @@ INSTALL_HINT = "pip install 'fastrnn[bf16]' (or: pip install onednn-cpu-gomp)"
 
 # Values from oneDNN's C headers (dnnl_types.h, dnnl_common_types.h), stable across 3.x.
 _SUCCESS = 0
-_BF16, _F32 = 2, 3
+_BF16, _F32, _U8 = 2, 3, 6
 _CPU_ENGINE = 1
 _STREAM_IN_ORDER = 1
 _SCRATCHPAD_USER = 1
@@ -192,7 +192,7 @@ class OneDnnMatmul:
         (m, k, n), a_strides, b_strides, out_stride, accumulate = key
         mds = (self._md((m, k), a_strides, _BF16), self._md((k, n), b_strides, _BF16),
                self._md((m, n), (out_stride, 1), _F32))
-        attr, post_ops, pd, prim = _p(), _p(), _p(), _p()
+        attr, post_ops, pd, prim, pad_md = _p(), _p(), _p(), _p(), _p()
         try:
             self._call("dnnl_primitive_attr_create", ctypes.byref(attr))
             self._call("dnnl_primitive_attr_set_scratchpad_mode", attr, _SCRATCHPAD_USER)
@@ -205,7 +205,12 @@ class OneDnnMatmul:
             pad = self.lib.dnnl_primitive_desc_query_md(pd, _QUERY_EXEC_ARG_MD, _ARG_SCRATCHPAD)
             pad_bytes = self.lib.dnnl_memory_desc_get_size(pad) if pad else 0
             self._call("dnnl_primitive_create", ctypes.byref(prim), pd)
+            if pad_bytes:                                      # u8 scratchpad, 1-D
+                self._call("dnnl_memory_desc_create_with_strides", ctypes.byref(pad_md), 1,
+                           _Dims(pad_bytes), _U8, _Dims(1))
         except BaseException:
+            if prim:
+                self.lib.dnnl_primitive_destroy(prim)
             for md in mds:
                 self.lib.dnnl_memory_desc_destroy(md)
             raise
@@ -215,10 +220,6 @@ class OneDnnMatmul:
                                     (attr, "dnnl_primitive_attr_destroy")):
                 if handle:
                     getattr(self.lib, destroy)(handle)
-        pad_md = _p()
-        if pad_bytes:
-            self._call("dnnl_memory_desc_create_with_strides", ctypes.byref(pad_md), 1,
-                       _Dims(pad_bytes), 6, _Dims(1))          # u8 scratchpad, 1-D
         return prim, pad_bytes, (*mds, pad_md)
 
     def _destroy(self, entry):

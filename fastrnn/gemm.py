@@ -442,7 +442,6 @@ class OneDnnBf16Gemm(_Bf16Bits):
     def __init__(self):
         from fastrnn._onednn import OneDnnMatmul
         self.dnnl = OneDnnMatmul()
-        self._threads = None
         self._self_check()
 
     @property
@@ -450,22 +449,21 @@ class OneDnnBf16Gemm(_Bf16Bits):
         return f"oneDNN {self.dnnl.version} matmul (bf16 x bf16 -> float32)"
 
     def _gemm(self, a, b, out, accumulate):
-        _sync_omp_threads(self)
+        _sync_omp_threads()
         self.dnnl.matmul(a, b, out, accumulate)
 
     def _self_check(self):
         _bf16_self_check(self, "oneDNN matmul")
 
 
-def _sync_omp_threads(provider):
-    """Give the GNU OpenMP team that runs the provider's products the fastrnn thread
-    count (``fastrnn.set_num_threads``) of the calling thread."""
+def _sync_omp_threads():
+    """Give the calling thread's GNU OpenMP teams (which run oneDNN's products) the
+    fastrnn thread count (``fastrnn.set_num_threads``); OpenMP keeps it per thread."""
     from fastrnn.threads import get_num_threads
     n = get_num_threads()
-    local = _omp_local.__dict__
-    if local.get(id(provider)) != n:
+    if getattr(_omp_local, "threads", None) != n:
         _omp_set_num_threads(n)
-        local[id(provider)] = n
+        _omp_local.threads = n
 
 
 _omp_local = threading.local()

@@ -125,7 +125,8 @@ class Workspace:
         self.gates = e(R, G)       # pre-activations, then activations, of every packed row
         self.dgates = None if self.split else e(R, G)   # their gradients
         self.dgates_step = e(N, G) if self.split else None
-        self.h = e(N if self.split and lstm else R, H)  # the hidden state leaving each step
+        self.h_per_step = self.split and lstm
+        self.h = e(N if self.h_per_step else R, H)   # the hidden state leaving each step
         self.c = e(R, H) if G == 4 * H else None   # LSTM cell state leaving it
         self.dh = e(R, H)          # gradient of self.h
         self.picked = e(R, H)      # rows of h with a loss (only used with holes in the mask)
@@ -150,7 +151,7 @@ class Workspace:
     def h_rows(self, lo, hi):
         """Where the float32 h of packed rows [lo, hi) goes: the batch-long buffer, or
         the one-step one when only h's operand spans the batch."""
-        return self.h[:hi - lo] if len(self.h) < len(self.gates) else self.h[lo:hi]
+        return self.h[:hi - lo] if self.h_per_step else self.h[lo:hi]
 
     def dgates_rows(self, lo, hi):
         """Where the float32 gate gradients of packed rows [lo, hi) go."""
@@ -325,9 +326,9 @@ def captioning_loss(params, features, captions, *, null_idx, cell_type="lstm", k
         loss, grads = _vocabulary(plan, p, w, ws, kernels, gemm, N, cast)
     with clock("backward: recurrence"):
         dh0, S = _backward(plan, w, ws, cell, gemm, cast, kernels)
-    del w["Wh"], w["W_vocab"], w["W_proj"]   # not held through the weight gradients
-    if bf16:    # cast again after the token sums rather than held through them
-        del w["Wx"], w["W_embed"]
+    # Only the features' operand goes on: the weights' are not held through the weight
+    # gradients (those still needed are cast again after the token sums).
+    w = {"features": w["features"]}
     with clock("weight gradients"):
         grads.update(_weight_grads(plan, p, w, ws, dh0, S, gemm, kernels, clock, cast))
     if workspace is None:
@@ -503,11 +504,11 @@ def _token_sums_buffer(ws):
 
 
 def _weight_grads(plan, p, w, ws, dh0, S, gemm, kernels, clock, cast):
-    """The products left after the backward loop, one per weight. ``w`` holds product
-    operands ("features", and under fp32 the weights themselves); each is dropped once
-    used and a missing weight operand is cast from ``p`` when needed, so that no bf16
-    cast is held through the token sums or the largest product. ``S``: the token sums
-    of the gate gradients, or None to take them here."""
+    """The products left after the backward loop, one per weight. ``w`` holds the
+    features' operand, dropped once used; the operands of ``Wx`` and ``W_embed`` are
+    cast from ``p`` after the token sums and dropped once used, so that no bf16 cast is
+    held through the token sums or the largest product. ``S``: the token sums of the
+    gate gradients, or None to take them here."""
     R = plan.rows
     same = cast is _no_cast or np.dtype(gemm.operand_dtype) == dh0.dtype
     grads = {"b_proj": dh0.sum(axis=0)}
@@ -524,10 +525,10 @@ def _weight_grads(plan, p, w, ws, dh0, S, gemm, kernels, clock, cast):
     grads["b"] = S.sum(axis=0)
     S_op = cast(S, out=S if same else None)       # in place once its sum is taken
     del S
-    W_embed = w.pop("W_embed") if "W_embed" in w else cast(p["W_embed"])
+    W_embed = cast(p["W_embed"])
     grads["Wx"] = gemm.mm(W_embed.T, S_op)
     del W_embed
-    Wx = w.pop("Wx") if "Wx" in w else cast(p["Wx"])
+    Wx = cast(p["Wx"])
     grads["W_embed"] = gemm.mm(S_op, Wx.T)
     del Wx, S_op
     grads["Wh"] = gemm.mm(ws.prev_h[:R].T, dgates)
