@@ -14,6 +14,7 @@ once. Each thread has its own stream.
 import collections
 import ctypes
 import ctypes.util
+import functools
 import glob
 import os
 import sys
@@ -48,8 +49,10 @@ class _Version(ctypes.Structure):
                 ("gpu_runtime", ctypes.c_uint)]
 
 
+@functools.cache
 def find_library():
-    """Path of libdnnl.so.3 (the onednn-cpu-gomp wheel installs it under <prefix>/lib), or None."""
+    """Path of libdnnl.so.3 (the onednn-cpu-gomp wheel installs it under <prefix>/lib), or
+    None; looked up once (the bf16 provider's 'auto' choice asks on every loss)."""
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix)):
         found = sorted(glob.glob(os.path.join(prefix, "lib", "libdnnl.so.3*")))
         if found:

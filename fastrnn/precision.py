@@ -24,6 +24,7 @@ the largest bfloat16 round to infinity. Two forms serve the providers:
 ``to_bf16_bits`` gives the 16-bit pattern (uint16), what bf16 GEMM libraries read.
 """
 import contextlib
+import functools
 import threading
 import warnings
 from collections.abc import Iterator
@@ -80,15 +81,17 @@ def use_precision(name: str) -> Iterator[str]:
 
 # ------------------------------------------------------------ CPU capability
 
+@functools.cache
 def _cpu_flags():
+    """The CPU's feature flags, read once (every bf16 loss asks for them)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:      # not Linux: no claim
         pass
-    return set()
+    return frozenset()
 
 
 def bf16_capability(flags=None):
